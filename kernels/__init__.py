@@ -1,0 +1,21 @@
+"""The numeric core of tinyeffnet: pure functions over NumPy arrays, forward and backward.
+
+Layout: every image tensor is **NHWC** ``(N, H, W, C)`` float32 (float64 is accepted too, for
+gradient checks). Channels last keeps a depthwise convolution's inner loop contiguous over channels and
+turns a 1×1 convolution into one matrix product ``(N·H·W, C_in) @ (C_in, C_out)``.
+
+Weight layouts (export converts to PyTorch's OIHW):
+
+=================  ===========================  ==========================
+operation          weight                       file
+=================  ===========================  ==========================
+dense k×k conv     ``(k, k, C_in, C_out)``      ``conv2d.py``
+depthwise k×k      ``(k, k, C)``                ``depthwise.py``
+pointwise 1×1      ``(C_in, C_out)``            ``pointwise.py``
+linear             ``(F_in, F_out)`` + bias     ``linear.py``
+=================  ===========================  ==========================
+
+Each file pairs ``*_forward`` with ``*_backward`` so the chain rule for one operation reads on one
+screen. The public functions check shapes and dtypes at the Python boundary (``_checks.py``) and then
+call ``numba.njit(cache=True)`` loops. Nothing here keeps state or imports ``tinyeffnet``.
+"""

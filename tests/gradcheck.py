@@ -1,0 +1,44 @@
+"""Central differences in float64, the oracle every backward pass is checked against.
+
+A kernel's backward takes ``dy`` and returns gradients of ``L = sum(y · dy)``; so we pick a random
+``dy``, run the backward once, and compare each returned gradient with
+
+    dL/dθ_i ≈ (L(θ + ε e_i) − L(θ − ε e_i)) / 2ε
+
+for every element ``i`` (the shapes in the tests are small enough to do them all).
+"""
+
+import numpy as np
+
+EPS = 1e-6
+ATOL = 1e-6
+RTOL = 1e-5
+
+
+def numerical_gradient(scalar_fn, array, eps=EPS):
+    """∂ scalar_fn() / ∂ array by central differences, perturbing ``array`` in place and restoring it."""
+    assert array.dtype == np.float64, "finite differences need float64"
+    grad = np.zeros_like(array)
+    flat, gflat = array.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        plus = scalar_fn()
+        flat[i] = old - eps
+        minus = scalar_fn()
+        flat[i] = old
+        gflat[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
+def assert_gradients(forward, inputs, analytic, dy, atol=ATOL, rtol=RTOL):
+    """Check ``analytic[name]`` against central differences of ``sum(forward(**inputs) · dy)``.
+
+    ``inputs`` maps argument names to float64 arrays (perturbed in place during the check);
+    ``analytic`` maps a subset of those names to the backward pass's gradients."""
+    def loss():
+        return float(np.sum(forward(**inputs) * dy))
+
+    for name, grad in analytic.items():
+        expected = numerical_gradient(loss, inputs[name])
+        np.testing.assert_allclose(grad, expected, atol=atol, rtol=rtol, err_msg=f"gradient of {name}")

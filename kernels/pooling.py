@@ -1,0 +1,64 @@
+"""Global average pooling: the "squeeze" of squeeze-and-excitation and the head before the classifier.
+
+    y[n, c] = (1 / (H·W)) · Σ_{h,w} x[n, h, w, c]
+
+Every position contributes equally, so the backward spreads each gradient evenly:
+
+    dx[n, h, w, c] = dy[n, c] / (H·W)
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from ._checks import check_array
+
+
+@njit(parallel=True, cache=True)
+def _mean_over_positions(x, y):
+    """y[n, c] = mean over p of x[n, p, c] for x (N, P, C), accumulated in float64, parallel over N."""
+    batch, positions, channels = x.shape
+    for n in prange(batch):
+        acc = np.zeros(channels)
+        for p in range(positions):
+            for c in range(channels):
+                acc[c] += x[n, p, c]
+        for c in range(channels):
+            y[n, c] = acc[c] / positions
+
+
+@njit(parallel=True, cache=True)
+def _spread_over_positions(dy, dx):
+    """dx[n, p, c] = dy[n, c] / P for dx (N, P, C), in parallel over the N·P rows."""
+    batch, positions, channels = dx.shape
+    for row in prange(batch * positions):
+        n = row // positions
+        p = row % positions
+        for c in range(channels):
+            dx[n, p, c] = dy[n, c] / positions
+
+
+def _check_spatial(height, width):
+    if not (height >= 1 and width >= 1):
+        raise ValueError(f"height and width must be positive, got {height} and {width}")
+
+
+def global_avg_pool_forward(x):
+    """Mean over the spatial axes. x: (N, H, W, C) float32/float64 -> y: (N, C) same dtype."""
+    x = check_array("x", x, ndim=4)
+    n, h, w, c = x.shape
+    _check_spatial(h, w)
+    y = np.empty((n, c), x.dtype)
+    _mean_over_positions(x.reshape(n, h * w, c), y)
+    return y
+
+
+def global_avg_pool_backward(dy, height, width):
+    """dx = dy / (H·W) at every position. dy: (N, C); height, width: the forward's H, W.
+
+    Returns dx: (N, H, W, C) of dy's dtype."""
+    dy = check_array("dy", dy, ndim=2)
+    _check_spatial(height, width)
+    n, c = dy.shape
+    dx = np.empty((n, height, width, c), dy.dtype)
+    _spread_over_positions(dy, dx.reshape(n, height * width, c))
+    return dx

@@ -1,0 +1,75 @@
+"""The "excite" multiply of squeeze-and-excitation: each channel of each image scaled by its own gate.
+
+    y[n, h, w, c] = x[n, h, w, c] · s[n, c]
+
+Backward, with ``dy = ∂L/∂y``:
+
+    dx[n, h, w, c] = dy[n, h, w, c] · s[n, c]          (the same multiply, applied to dy)
+    ds[n, c]       = Σ_{h,w} dy[n, h, w, c] · x[n, h, w, c]
+
+The loops see the image as ``(N, P, C)`` with ``P = H·W`` positions.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from ._checks import check_array, check_shape
+
+
+@njit(parallel=True, cache=True)
+def _scale_rows(x, s, y):
+    """y[n, p, c] = x[n, p, c] · s[n, c] for x, y (N, P, C) and s (N, C), in parallel over N·P rows."""
+    batch, positions, channels = x.shape
+    for row in prange(batch * positions):
+        n = row // positions
+        p = row % positions
+        for c in range(channels):
+            y[n, p, c] = x[n, p, c] * s[n, c]
+
+
+@njit(parallel=True, cache=True)
+def _sum_positions_of_product(a, b, out):
+    """out[n, c] = Σ_p a[n, p, c] · b[n, p, c], accumulated in float64, in parallel over images."""
+    batch, positions, channels = a.shape
+    for n in prange(batch):
+        acc = np.zeros(channels)
+        for p in range(positions):
+            for c in range(channels):
+                acc[c] += a[n, p, c] * b[n, p, c]
+        for c in range(channels):
+            out[n, c] = acc[c]
+
+
+def scale_rows(x, s):
+    """x (N, P, C) times s (N, C) broadcast over P; unchecked, shared with drop connect in ``dropout.py``."""
+    y = np.empty_like(x)
+    _scale_rows(x, s, y)
+    return y
+
+
+def _check_inputs(x, s):
+    x = check_array("x", x, ndim=4)
+    s = check_array("s", s, ndim=2, dtype=x.dtype)
+    check_shape("s", s, (x.shape[0], x.shape[3]))
+    return x, s
+
+
+def channel_scale_forward(x, s):
+    """y = x · s[:, None, None, :]. x: (N, H, W, C) float32/float64; s: (N, C) same dtype. y like x."""
+    x, s = _check_inputs(x, s)
+    n, h, w, c = x.shape
+    return scale_rows(x.reshape(n, h * w, c), s).reshape(x.shape)
+
+
+def channel_scale_backward(x, s, dy):
+    """Gradients of y = x · s[:, None, None, :]. x, dy: (N, H, W, C); s: (N, C).
+
+    Returns ``(dx, ds)``: dx = dy · s (N, H, W, C) and ds = Σ_{h,w} dy · x (N, C)."""
+    x, s = _check_inputs(x, s)
+    dy = check_array("dy", dy, dtype=x.dtype)
+    check_shape("dy", dy, x.shape)
+    n, h, w, c = x.shape
+    x3, dy3 = x.reshape(n, h * w, c), dy.reshape(n, h * w, c)
+    ds = np.empty_like(s)
+    _sum_positions_of_product(dy3, x3, ds)
+    return scale_rows(dy3, s).reshape(x.shape), ds

@@ -1,0 +1,117 @@
+"""Checkpoints: one ``.npz`` file holding the weights, the batch-norm buffers, the architecture and,
+for training runs, everything needed to resume exactly (optimiser state, random-generator states and the
+position in the schedule).
+
+Layout of the archive (read with ``allow_pickle=False``: nothing in it can run code):
+
+    __meta__            uint8 bytes of a JSON object: format name and version, the ModelConfig, training state
+    model/<name>        one array per parameter or buffer, by the model's dotted names
+    optimizer/<name>    the optimiser's arrays (momentum buffers), when saved from training
+
+Writes are atomic: the archive goes to a temporary file in the same folder, is flushed and fsynced,
+then renamed over the old one, so a crash or a full disk never leaves a half-written checkpoint.
+"""
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import fields
+
+import numpy as np
+
+from tinyeffnet.errors import TinyEffNetError
+from tinyeffnet.model import EfficientNet
+from tinyeffnet.scaling import ModelConfig
+
+FORMAT = "tinyeffnet-checkpoint"
+VERSION = 1
+META = "__meta__"
+
+
+def atomic_write(path, write):
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it and rename it to ``path``."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise TinyEffNetError(f"could not write {path}: {e.strerror or e}; the previous file, if any, is intact. "
+                              "Free some disk space or choose another --out folder.") from e
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path, model, optimizer=None, training=None):
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    if optimizer is not None:
+        arrays.update({f"optimizer/{k}": v for k, v in optimizer.state_dict().items()})
+    meta = dict(format=FORMAT, version=VERSION, config=model.config.to_dict(), training=training)
+    arrays[META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def load_checkpoint(path):
+    """Read a checkpoint: ``(config, model_state, optimizer_state, training)``; any problem is a TinyEffNetError."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise TinyEffNetError(f"checkpoint {path} does not exist (give a .npz file or a run folder)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        meta = json.loads(arrays.pop(META).tobytes().decode())
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, AttributeError) as e:
+        raise TinyEffNetError(f"{path} is not a readable tinyeffnet checkpoint ({type(e).__name__}: {e}); "
+                              "it may be truncated or from another program") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise TinyEffNetError(f"{path} is not a tinyeffnet checkpoint (no '{FORMAT}' header)")
+    version = meta.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise TinyEffNetError(f"{path} has checkpoint format version {version!r}, newer than this tinyeffnet reads "
+                              f"(up to {VERSION}); upgrade tinyeffnet to load it")
+    config = config_from_dict(meta.get("config"), path)
+    model_state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
+    optimizer_state = {k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}
+    return config, model_state, optimizer_state, meta.get("training")
+
+
+def config_from_dict(d, source):
+    names = {f.name for f in fields(ModelConfig)}
+    if not isinstance(d, dict) or not set(d) <= names or "name" not in d:
+        raise TinyEffNetError(f"{source} has a malformed architecture config: {d!r}")
+    try:
+        config = ModelConfig(**d)
+        config.stages()
+    except (TypeError, ValueError) as e:
+        raise TinyEffNetError(f"{source} has a malformed architecture config: {e}") from e
+    return config
+
+
+def load_into(model, state, source):
+    """Load a state dict into ``model``; a mismatch names the first differing tensor."""
+    try:
+        model.load_state_dict(state)
+    except ValueError as e:
+        raise TinyEffNetError(f"{source} does not fit this model: {e}") from e
+
+
+def load_model(path, dtype=np.float32):
+    """Build the model a checkpoint describes and load its weights."""
+    config, state, _, _ = load_checkpoint(path)
+    model = EfficientNet(config, dtype=dtype)
+    load_into(model, state, path)
+    return model

@@ -1,0 +1,61 @@
+"""The MBConv block: the inverted-residual bottleneck of MobileNetV2 with squeeze-and-excitation.
+
+    x ─┬─ expand 1×1 → BN → act ─ depthwise k×k, stride s → BN → act ─ SE ─ project 1×1 → BN ─(+)─ y
+       └──────────────────────────── identity (stride 1 and C_in = C_out) ───────────────────────┘
+
+* the expansion is skipped when the expand ratio is 1 (the first stage);
+* there is no activation after the projection ("linear bottleneck");
+* on the identity path the residual branch is dropped per sample with probability ``drop_rate``
+  while training (drop connect / stochastic depth), and kept scaled by 1/(1 − rate).
+"""
+
+from tinyeffnet.kernels import dropout
+from tinyeffnet.layers import Activation, BatchNorm, DepthwiseConv2d, Layer, PointwiseConv2d
+from tinyeffnet.squeeze_excite import SqueezeExcite
+
+
+class MBConv(Layer):
+    def __init__(self, in_channels, out_channels, kernel, stride, expand, se_ratio, drop_rate,
+                 config, rng, noise_rng, dtype):
+        super().__init__()
+        mid = in_channels * expand
+        bn = dict(momentum=config.bn_momentum, epsilon=config.bn_epsilon, dtype=dtype)
+        if expand != 1:
+            self.expand = PointwiseConv2d(in_channels, mid, rng, dtype)
+            self.expand_bn = BatchNorm(mid, **bn)
+            self.expand_act = Activation(config.activation)
+        self.depthwise = DepthwiseConv2d(mid, kernel, stride, rng, dtype)
+        self.depthwise_bn = BatchNorm(mid, **bn)
+        self.depthwise_act = Activation(config.activation)
+        if se_ratio > 0:
+            self.se = SqueezeExcite(mid, max(1, int(in_channels * se_ratio)), config.activation, rng, dtype)
+        self.project = PointwiseConv2d(mid, out_channels, rng, dtype)
+        self.project_bn = BatchNorm(out_channels, **bn)
+        self.has_skip = stride == 1 and in_channels == out_channels
+        self.drop_rate, self.noise_rng = drop_rate, noise_rng
+
+    def branch_layers(self):
+        """The residual branch's layers in forward order."""
+        names = ("expand", "expand_bn", "expand_act", "depthwise", "depthwise_bn", "depthwise_act",
+                 "se", "project", "project_bn")
+        return [getattr(self, n) for n in names if hasattr(self, n)]
+
+    def forward(self, x):
+        h = x
+        for layer in self.branch_layers():
+            h = layer(h)
+        if not self.has_skip:
+            return h
+        self.keep = None
+        if self.training and self.drop_rate > 0:
+            self.keep = dropout.drop_connect_mask(self.noise_rng, x.shape[0], self.drop_rate, x.dtype)
+            h = dropout.drop_connect_forward(h, self.keep)
+        return h + x
+
+    def backward(self, dy):
+        dh = dy
+        if self.has_skip and self.keep is not None:
+            dh = dropout.drop_connect_backward(self.keep, dy)
+        for layer in reversed(self.branch_layers()):
+            dh = layer.backward(dh)
+        return dh + dy if self.has_skip else dh

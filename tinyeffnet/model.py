@@ -1,0 +1,94 @@
+"""EfficientNet: stem → MBConv stages → head → pool → dropout → classifier, built from a ``ModelConfig``.
+
+    stem     3×3 conv, stride 2 (1 with the CIFAR adaptation) → BN → act       (N, R/2, R/2, 32·w)
+    stages   the seven rows of ``scaling.B0_STAGES``, scaled by width and depth
+    head     1×1 conv → BN → act                                               (N, ·, ·, 1280·w)
+    pool     global average                                                    (N, 1280·w)
+    dropout  at the variant's rate, then a linear classifier                   (N, num_classes)
+
+The drop-connect rate of block i (of n) is ``drop_connect · i / n``: 0 for the first block, growing
+linearly towards the model's rate.
+"""
+
+import numpy as np
+
+from tinyeffnet.layers import Activation, BatchNorm, Conv2d, Dropout, GlobalAvgPool, Layer, Linear, PointwiseConv2d
+from tinyeffnet.mbconv import MBConv
+
+IMAGE_CHANNELS = 3
+STEM_KERNEL = 3
+
+
+class EfficientNet(Layer):
+    def __init__(self, config, seed=0, dtype=np.float32):
+        super().__init__()
+        self.config, self.dtype = config, np.dtype(dtype)
+        init_seed, noise_seed = np.random.SeedSequence(seed).spawn(2)
+        rng = np.random.default_rng(init_seed)
+        self.noise_rng = np.random.default_rng(noise_seed)   # dropout and drop connect draw from here
+        bn = dict(momentum=config.bn_momentum, epsilon=config.bn_epsilon, dtype=dtype)
+
+        self.stem = Conv2d(IMAGE_CHANNELS, config.stem_channels, STEM_KERNEL, config.stem_stride, rng, dtype)
+        self.stem_bn = BatchNorm(config.stem_channels, **bn)
+        self.stem_act = Activation(config.activation)
+
+        plan = [(s, i) for s in config.stages() for i in range(s.repeats)]
+        self.blocks = []
+        for index, (stage, i) in enumerate(plan):
+            self.blocks.append(MBConv(
+                in_channels=stage.in_channels if i == 0 else stage.out_channels,
+                out_channels=stage.out_channels, kernel=stage.kernel,
+                stride=stage.stride if i == 0 else 1, expand=stage.expand, se_ratio=stage.se_ratio,
+                drop_rate=config.drop_connect * index / len(plan),
+                config=config, rng=rng, noise_rng=self.noise_rng, dtype=dtype))
+
+        last = plan[-1][0].out_channels
+        self.head = PointwiseConv2d(last, config.head_channels, rng, dtype)
+        self.head_bn = BatchNorm(config.head_channels, **bn)
+        self.head_act = Activation(config.activation)
+        self.pool = GlobalAvgPool()
+        self.dropout = Dropout(config.dropout, self.noise_rng)
+        self.classifier = Linear(config.head_channels, config.num_classes, rng, dtype)
+
+    def layers(self):
+        """Top-level layers in forward order."""
+        return [self.stem, self.stem_bn, self.stem_act, *self.blocks, self.head, self.head_bn,
+                self.head_act, self.pool, self.dropout, self.classifier]
+
+    def forward(self, x):
+        """x: (N, H, W, 3) normalised images → logits (N, num_classes)."""
+        if x.ndim != 4 or x.shape[-1] != IMAGE_CHANNELS:
+            raise ValueError(f"images must have shape (N, H, W, {IMAGE_CHANNELS}) (NHWC), got {x.shape}")
+        if x.dtype != self.dtype:
+            raise TypeError(f"images must be {self.dtype} like the model, got {x.dtype}")
+        for layer in self.layers():
+            x = layer(x)
+        return x
+
+    def backward(self, dlogits):
+        """dlogits: (N, num_classes) → gradient for the images; parameter gradients accumulate in ``grads``."""
+        for layer in reversed(self.layers()):
+            dlogits = layer.backward(dlogits)
+        return dlogits
+
+    def num_parameters(self):
+        return sum(p.size for p in self.named_parameters().values())
+
+    def state_dict(self):
+        """Parameters and buffers by dotted name (the arrays themselves, not copies)."""
+        return {**self.named_parameters(), **self.named_buffers()}
+
+    def load_state_dict(self, state):
+        """Copy ``state`` into the model; every name and shape must match (else ValueError naming the first)."""
+        own = self.state_dict()
+        for name, value in own.items():
+            if name not in state:
+                raise ValueError(f"tensor {name!r} is missing from the weights (is it for another architecture?)")
+            if np.shape(state[name]) != value.shape:
+                raise ValueError(f"tensor {name!r} has shape {np.shape(state[name])} in the weights but "
+                                 f"{value.shape} in this model ({self.config.name}): another architecture?")
+        extra = sorted(set(state) - set(own))
+        if extra:
+            raise ValueError(f"the weights hold tensor {extra[0]!r} that this model ({self.config.name}) does not have")
+        for name, value in own.items():
+            value[...] = state[name]

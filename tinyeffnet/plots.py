@@ -1,0 +1,52 @@
+"""PNG figures of a run: loss and accuracy curves, and a confusion matrix. Written atomically."""
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from tinyeffnet.checkpoint import atomic_write  # noqa: E402
+
+
+def save_figure(fig, path):
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def plot_curves(history, path, title=""):
+    """history: the per-epoch metric rows of ``metrics.jsonl``."""
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train (with augmentation)")
+    ax_loss.plot(epochs, [r["test_loss"] for r in history], "o-", label="test")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    ax_acc.plot(epochs, [100 * r["train_acc"] for r in history], "o-", label="train (with augmentation)")
+    ax_acc.plot(epochs, [100 * r["test_acc"] for r in history], "o-", label="test")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    save_figure(fig, path)
+
+
+def plot_confusion(matrix, classes, path, title="confusion matrix (test set)"):
+    """matrix[i, j]: images of true class i predicted as j."""
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n) if n <= 20 else (12, 11))
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    if n <= 20:
+        ax.set_xticks(range(n), classes, rotation=60, ha="right")
+        ax.set_yticks(range(n), classes)
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    save_figure(fig, path)

@@ -1,0 +1,75 @@
+"""``python -m tinyeffnet.predict IMAGE... --checkpoint PATH``: the top-5 classes of each image.
+
+Preprocessing: the central square of the shorter side is cropped, resized to the model's resolution
+with Pillow's bicubic filter, scaled to [0, 1] and normalised per channel with the statistics the model
+was trained with (stored in its checkpoint)."""
+
+import argparse
+import json
+import sys
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from tinyeffnet.checkpoint import load_checkpoint, load_into
+from tinyeffnet.cli import run_cli
+from tinyeffnet.errors import TinyEffNetError
+from tinyeffnet.evaluate import checkpoint_path
+from tinyeffnet.data import normalize
+from tinyeffnet.model import EfficientNet
+
+TOP_K = 5
+
+
+def load_image(path, resolution):
+    """An image file → (resolution, resolution, 3) uint8: central square crop, bicubic resize."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+    except (OSError, UnidentifiedImageError) as e:
+        raise TinyEffNetError(f"cannot read image {path}: {e}") from e
+    w, h = im.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    im = im.crop((left, top, left + side, top + side)).resize((resolution, resolution), Image.BICUBIC)
+    return np.asarray(im, dtype=np.uint8)
+
+
+def softmax(logits):
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m tinyeffnet.predict", description=__doc__.splitlines()[0])
+    p.add_argument("images", nargs="+", help="image files (any size and format Pillow reads)")
+    p.add_argument("--checkpoint", required=True, help="a run folder (uses best.npz) or a .npz checkpoint")
+    p.add_argument("--json", action="store_true", help="one JSON object per line per image")
+    args = p.parse_args(argv)
+    path = checkpoint_path(args.checkpoint)
+    config, state, _, training = load_checkpoint(path)
+    if not training or "preprocess" not in training:
+        raise TinyEffNetError(f"{path} has no record of its preprocessing and class names")
+    model = EfficientNet(config)
+    load_into(model, state, path)
+    model.eval()
+    pre, classes = training["preprocess"], training["classes"]
+    mean, std = np.asarray(pre["mean"], np.float32), np.asarray(pre["std"], np.float32)
+    for image_path in args.images:
+        pixels = load_image(image_path, config.resolution)
+        x = normalize(pixels[None], mean, std)
+        probs = softmax(model.forward(x)[0].astype(np.float64))
+        top = np.argsort(-probs)[:TOP_K]
+        if args.json:
+            print(json.dumps(dict(image=image_path, top5=[dict(index=int(i), name=classes[i],
+                                                                  probability=float(probs[i])) for i in top])))
+        else:
+            print(image_path)
+            for i in top:
+                print(f"  {100 * probs[i]:6.2f}%  {classes[i]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,183 @@
+"""The EfficientNet family as data: the B0 stage table, the variant table and compound scaling.
+
+Tan & Le (2019), "EfficientNet: Rethinking Model Scaling for CNNs", §3.3: one coefficient φ scales
+
+    depth      d = α^φ      (more blocks per stage)
+    width      w = β^φ      (more channels per layer)
+    resolution r = γ^φ      (larger input images)
+
+subject to α·β²·γ² ≈ 2, so the FLOPs of the network grow by about 2^φ. The paper's grid search on B0
+found α = 1.2, β = 1.1, γ = 1.15. The published B1–B7 (and Lite0–4) use a hand-rounded table of
+(width, depth, resolution, dropout) rather than the formula; both are here.
+
+Channels are rounded to a multiple of ``CHANNEL_DIVISOR`` (never below 90 % of the scaled value) and
+repeats are rounded up, as in the reference implementation.
+"""
+
+import math
+from dataclasses import dataclass, replace
+
+# --- constants of the architecture (each defined once) -------------------------------------------------
+ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15   # depth, width, resolution bases found by the paper's grid search
+CHANNEL_DIVISOR = 8                   # channel counts are multiples of this
+STEM_CHANNELS = 32                    # 3×3 stride-2 stem convolution: 3 → 32
+HEAD_CHANNELS = 1280                  # final 1×1 convolution before pooling
+SE_RATIO = 0.25                       # squeeze-and-excitation: reduced = max(1, int(block input · 0.25))
+DROP_CONNECT_RATE = 0.2               # stochastic-depth rate of the last block (grows linearly to it)
+BN_MOMENTUM = 0.99                    # TensorFlow sense: running = 0.99·running + 0.01·batch
+BN_EPSILON = 1e-3
+CIFAR_RESOLUTION = 32
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One row of the B0 table: ``repeats`` MBConv blocks; only the first block strides."""
+    repeats: int
+    kernel: int
+    stride: int
+    expand: int
+    in_channels: int
+    out_channels: int
+    se_ratio: float
+
+
+#                     repeats kernel stride expand  in   out   SE
+B0_STAGES = (
+    Stage(1, 3, 1, 1, 32, 16, SE_RATIO),
+    Stage(2, 3, 2, 6, 16, 24, SE_RATIO),
+    Stage(2, 5, 2, 6, 24, 40, SE_RATIO),
+    Stage(3, 3, 2, 6, 40, 80, SE_RATIO),
+    Stage(3, 5, 1, 6, 80, 112, SE_RATIO),
+    Stage(4, 5, 2, 6, 112, 192, SE_RATIO),
+    Stage(1, 3, 1, 6, 192, 320, SE_RATIO),
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named member of the family.
+
+    ``se`` and ``activation`` distinguish EfficientNet (squeeze-and-excitation, swish) from
+    EfficientNet-Lite (no SE, ReLU6). Lite also keeps the stem and head at their B0 sizes and the first and
+    last stages at their B0 repeats (``fixed_stem_head``), as the TensorFlow Lite builder does."""
+    width: float
+    depth: float
+    resolution: int
+    dropout: float
+    se: bool = True
+    activation: str = "swish"
+    fixed_stem_head: bool = False
+
+
+#                    width depth  res  dropout
+VARIANTS = {
+    "b0": Variant(1.0, 1.0, 224, 0.2),
+    "b1": Variant(1.0, 1.1, 240, 0.2),
+    "b2": Variant(1.1, 1.2, 260, 0.3),
+    "b3": Variant(1.2, 1.4, 300, 0.3),
+    "b4": Variant(1.4, 1.8, 380, 0.4),
+    "b5": Variant(1.6, 2.2, 456, 0.4),
+    "b6": Variant(1.8, 2.6, 528, 0.5),
+    "b7": Variant(2.0, 3.1, 600, 0.5),
+    "lite0": Variant(1.0, 1.0, 224, 0.2, se=False, activation="relu6", fixed_stem_head=True),
+    "lite1": Variant(1.0, 1.1, 240, 0.2, se=False, activation="relu6", fixed_stem_head=True),
+    "lite2": Variant(1.1, 1.2, 260, 0.3, se=False, activation="relu6", fixed_stem_head=True),
+    "lite3": Variant(1.2, 1.4, 280, 0.3, se=False, activation="relu6", fixed_stem_head=True),
+    "lite4": Variant(1.4, 1.8, 300, 0.3, se=False, activation="relu6", fixed_stem_head=True),
+}
+
+
+def round_filters(channels, width, divisor=CHANNEL_DIVISOR):
+    """Scale ``channels`` by ``width`` and round to a multiple of ``divisor``, never below 90 % of the scaled value."""
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * scaled:
+        rounded += divisor
+    return int(rounded)
+
+
+def round_repeats(repeats, depth):
+    """Scale a stage's block count by ``depth``, rounding up."""
+    return int(math.ceil(depth * repeats))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to build one network; saved as JSON beside its weights."""
+    name: str
+    width: float
+    depth: float
+    resolution: int
+    dropout: float
+    num_classes: int = 1000
+    se: bool = True
+    activation: str = "swish"
+    fixed_stem_head: bool = False
+    stem_stride: int = 2
+    drop_connect: float = DROP_CONNECT_RATE
+    bn_momentum: float = BN_MOMENTUM
+    bn_epsilon: float = BN_EPSILON
+
+    def stages(self):
+        """The B0 table scaled by this config's width and depth."""
+        last = len(B0_STAGES) - 1
+        out = []
+        for i, s in enumerate(B0_STAGES):
+            fixed = self.fixed_stem_head and i in (0, last)
+            out.append(replace(
+                s,
+                repeats=s.repeats if fixed else round_repeats(s.repeats, self.depth),
+                in_channels=self.channels(s.in_channels, fixed=self.fixed_stem_head and i == 0),
+                out_channels=self.channels(s.out_channels),
+                se_ratio=s.se_ratio if self.se else 0.0,
+            ))
+        return out
+
+    def channels(self, base, fixed=False):
+        return base if fixed else round_filters(base, self.width)
+
+    @property
+    def stem_channels(self):
+        return self.channels(STEM_CHANNELS, fixed=self.fixed_stem_head)
+
+    @property
+    def head_channels(self):
+        return self.channels(HEAD_CHANNELS, fixed=self.fixed_stem_head)
+
+    def to_dict(self):
+        return dict(self.__dict__)
+
+
+def compound_coefficients(phi, alpha=ALPHA, beta=BETA, gamma=GAMMA):
+    """(depth, width, resolution multiplier) = (α^φ, β^φ, γ^φ) for any real φ ≥ 0."""
+    if not (isinstance(phi, (int, float)) and math.isfinite(phi) and phi >= 0):
+        raise ValueError(f"φ must be a finite number ≥ 0, got {phi!r}")
+    return alpha ** phi, beta ** phi, gamma ** phi
+
+
+def scaled_resolution(base, gamma_phi):
+    """The input size for resolution multiplier γ^φ: ``base·γ^φ`` rounded to the nearest integer."""
+    return int(round(base * gamma_phi))
+
+
+def config_for_variant(name, num_classes=1000, resolution=None, stem_stride=2):
+    """A named variant from ``VARIANTS``, with the official resolution unless one is given."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)}")
+    v = VARIANTS[name]
+    return ModelConfig(name=name, width=v.width, depth=v.depth, resolution=resolution or v.resolution,
+                       dropout=v.dropout, num_classes=num_classes, se=v.se, activation=v.activation,
+                       fixed_stem_head=v.fixed_stem_head, stem_stride=stem_stride)
+
+
+def config_for_phi(phi, base_resolution=CIFAR_RESOLUTION, num_classes=10, stem_stride=2,
+                   alpha=ALPHA, beta=BETA, gamma=GAMMA, dropout=None):
+    """Continuous compound scaling of B0 by φ from ``base_resolution`` (32 for CIFAR).
+
+    Dropout follows the official table's trend: 0.2 at φ = 0 rising by 0.05 per unit of φ, capped at 0.5."""
+    depth, width, res = compound_coefficients(phi, alpha, beta, gamma)
+    if dropout is None:
+        dropout = min(0.5, 0.2 + 0.05 * phi)
+    return ModelConfig(name=f"phi{phi:g}", width=width, depth=depth,
+                       resolution=scaled_resolution(base_resolution, res), dropout=dropout,
+                       num_classes=num_classes, stem_stride=stem_stride)

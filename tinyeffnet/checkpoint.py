@@ -13,6 +13,7 @@ then renamed over the old one, so a crash or a full disk never leaves a half-wri
 """
 
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -21,6 +22,7 @@ from dataclasses import fields
 import numpy as np
 
 from tinyeffnet.errors import TinyEffNetError
+from tinyeffnet.layers import ACTIVATIONS
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.scaling import ModelConfig
 
@@ -90,14 +92,31 @@ def load_checkpoint(path):
 
 
 def config_from_dict(d, source):
-    names = {f.name for f in fields(ModelConfig)}
-    if not isinstance(d, dict) or not set(d) <= names or "name" not in d:
-        raise TinyEffNetError(f"{source} has a malformed architecture config: {d!r}")
+    """A ``ModelConfig`` from JSON, every field checked for its type and range."""
+    types = {f.name: f.type for f in fields(ModelConfig)}
+
+    def bad(why):
+        return TinyEffNetError(f"{source} has a malformed architecture config ({why}): {d!r}")
+
+    if not isinstance(d, dict) or "name" not in d:
+        raise bad("not an object with a name")
+    for key, value in d.items():
+        kind = types.get(key)
+        if kind is None:
+            raise bad(f"unknown field {key!r}")
+        if kind in (int, float):
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not numeric or not math.isfinite(value) or value < 0 or (kind is int and value != int(value)):
+                raise bad(f"{key} must be a non-negative {kind.__name__}")
+        elif not isinstance(value, kind):
+            raise bad(f"{key} must be a {kind.__name__}")
     try:
         config = ModelConfig(**d)
-        config.stages()
+        if config.width <= 0 or config.depth <= 0 or config.resolution < 1 or config.num_classes < 1 \
+                or config.stem_stride not in (1, 2) or config.activation not in ACTIVATIONS:
+            raise ValueError("out of range")
     except (TypeError, ValueError) as e:
-        raise TinyEffNetError(f"{source} has a malformed architecture config: {e}") from e
+        raise bad(str(e)) from e
     return config
 
 

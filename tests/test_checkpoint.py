@@ -1,0 +1,125 @@
+"""Checkpoints survive crashes and refuse bad files with the project's own clear error."""
+
+import errno
+import io
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tinyeffnet.checkpoint as ckpt
+from tinyeffnet.checkpoint import config_from_dict, load_checkpoint, save_checkpoint
+from tinyeffnet.errors import TinyEffNetError
+from tinyeffnet.model import EfficientNet
+from tinyeffnet.scaling import ModelConfig
+
+CONFIG = ModelConfig(name="tiny", width=0.25, depth=0.1, resolution=16, dropout=0.0, num_classes=3)
+
+
+@pytest.fixture(scope="module")
+def checkpoint_bytes(tmp_path_factory):
+    path = tmp_path_factory.mktemp("c") / "m.npz"
+    save_checkpoint(path, EfficientNet(CONFIG))
+    return path.read_bytes()
+
+
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "latest.npz"
+    save_checkpoint(path, EfficientNet(CONFIG, seed=1))
+    before = path.read_bytes()
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt.np, "savez", no_space)
+    with pytest.raises(TinyEffNetError, match="No space left on device.*previous file, if any, is intact"):
+        save_checkpoint(path, EfficientNet(CONFIG, seed=2))
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.npz"]      # no temporary file left behind
+
+
+def test_sigkill_while_writing_leaves_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "latest.npz"
+    save_checkpoint(path, EfficientNet(CONFIG, seed=1))
+    before = path.read_bytes()
+    child = textwrap.dedent(f"""
+        import sys, time
+        from tinyeffnet.checkpoint import atomic_write
+        def slow(f):
+            f.write(b"half a checkpoint")
+            f.flush()
+            print("writing", flush=True)
+            time.sleep(60)
+        atomic_write({str(path)!r}, slow)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert path.read_bytes() == before
+    load_checkpoint(path)
+
+
+def test_newer_format_version_is_refused(tmp_path, checkpoint_bytes):
+    with np.load(io.BytesIO(checkpoint_bytes), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(arrays["__meta__"].tobytes())
+    meta["version"] = ckpt.VERSION + 1
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    path = tmp_path / "new.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(TinyEffNetError, match="newer than this tinyeffnet reads"):
+        load_checkpoint(path)
+
+
+def test_another_architecture_names_the_first_mismatching_tensor(tmp_path):
+    path = tmp_path / "m.npz"
+    save_checkpoint(path, EfficientNet(CONFIG))
+    _, state, _, _ = load_checkpoint(path)
+    with pytest.raises(TinyEffNetError, match="'stem.weight' has shape"):
+        ckpt.load_into(EfficientNet(ModelConfig(**{**CONFIG.to_dict(), "width": 0.5})), state, path)
+
+
+@settings(max_examples=60)
+@given(data=st.data())
+def test_mutated_checkpoints_load_or_raise_our_error(tmp_path_factory, checkpoint_bytes, data):
+    raw = bytearray(checkpoint_bytes)
+    for _ in range(data.draw(st.integers(1, 8))):
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(raw)))
+    path = tmp_path_factory.mktemp("fuzz") / "m.npz"
+    path.write_bytes(bytes(raw[:cut]) if data.draw(st.booleans()) else bytes(raw))
+    try:
+        config, state, _, _ = load_checkpoint(path)
+        ckpt.load_into(EfficientNet(config), state, path)
+    except TinyEffNetError:
+        pass
+
+
+@given(st.binary(max_size=300))
+def test_random_bytes_raise_our_error(tmp_path_factory, blob):
+    path = tmp_path_factory.mktemp("fuzz") / "m.npz"
+    path.write_bytes(blob)
+    with pytest.raises(TinyEffNetError):
+        load_checkpoint(path)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                           max_leaves=10)
+
+
+@given(st.dictionaries(st.sampled_from(list(CONFIG.to_dict())), json_values, max_size=6) | json_values)
+def test_config_json_is_validated(value):
+    try:
+        config = config_from_dict(value, "fuzz")
+    except TinyEffNetError:
+        return
+    assert isinstance(config, ModelConfig)

@@ -12,6 +12,7 @@ import http.server
 import io
 import os
 import pickle
+import pickletools
 import re
 import tarfile
 import tempfile
@@ -57,6 +58,18 @@ def binary_bytes(images, labels, label_bytes=1):
     return np.column_stack([*label_columns, to_rows(images)]).astype(np.uint8).tobytes()
 
 
+def python2_pickle(obj):
+    """Pickle ``obj`` the way the official python-layout files were written (Python 2, NumPy 1): byte
+    strings as Python 2 ``str`` opcodes, and NumPy's ``_reconstruct`` under ``numpy.core``."""
+    raw = bytearray(pickle.dumps(obj, protocol=3).replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    for opcode, _, position in pickletools.genops(bytes(raw)):  # same length layout, Python 2 names
+        python2 = {"SHORT_BINBYTES": b"U", "BINBYTES": b"T", "BINUNICODE": b"T"}.get(opcode.name)
+        if python2:
+            raw[position] = python2[0]
+    raw[1] = 2  # protocol 2
+    return bytes(raw)
+
+
 def write_cifar(folder, name="cifar10", kind="binary", seed=0):
     """Write a complete small CIFAR folder; returns the (train, test) arrays it holds and the class names."""
     rng = np.random.default_rng(seed)
@@ -73,11 +86,11 @@ def write_cifar(folder, name="cifar10", kind="binary", seed=0):
         else:
             batch = {b"batch_label": b"test", labels_key: labels.tolist(), b"data": to_rows(images),
                      b"filenames": [b"x.png"] * len(labels)}
-            (folder / filename).write_bytes(pickle.dumps(batch, protocol=3))
+            (folder / filename).write_bytes(python2_pickle(batch))
     if kind == "binary":
         (folder / layout.names_file).write_text("\n".join(names) + "\n\n")
     else:
-        (folder / layout.names_file).write_bytes(pickle.dumps({names_key: [n.encode() for n in names]}, protocol=3))
+        (folder / layout.names_file).write_bytes(python2_pickle({names_key: [n.encode() for n in names]}))
     train = [split for _, split in splits[:-1]]
     return ((np.concatenate([i for i, _ in train]), np.concatenate([lab for _, lab in train])),
             splits[-1][1], names)
@@ -149,9 +162,9 @@ def test_bad_label(tmp_path, small_layouts, kind):
         raw[3073] = 10  # the label byte of record 1
         path.write_bytes(bytes(raw))
     else:
-        batch = pickle.loads(path.read_bytes(), encoding="bytes")
+        batch = data.load_pickle(path)
         batch[b"labels"][1] = 10
-        path.write_bytes(pickle.dumps(batch, protocol=3))
+        path.write_bytes(python2_pickle(batch))
     with pytest.raises(TinyEffNetError, match=r"data_batch_2(\.bin)? has label 10 at record 1; labels must be 0\.\.9"):
         data.load_cifar("cifar10", folder, download=False)
 
@@ -214,6 +227,22 @@ def test_unpickler_refuses_other_globals_and_never_runs_them(tmp_path, monkeypat
     with pytest.raises(TinyEffNetError, match=r"data_batch_1 references the global os\.system, which is refused"):
         data.read_python_file(evil, 1)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_pickles_written_by_numpy_2_load_too(tmp_path):
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(valid_pickle())
+    images, labels = data.read_python_file(path, 2)
+    assert images.shape == (2, 32, 32, 3) and labels.shape == (2,)
+
+
+def test_malformed_dtype_state_never_reaches_numpy(tmp_path):
+    raw = valid_pickle()
+    assert raw.count(b"NNNJ") == 1  # the dtype state (3, '|', None, None, None, -1, -1, 0)
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(raw.replace(b"NNNJ", b"NN0J"))  # POP one None: NumPy's own __setstate__ segfaults
+    images, _ = data.read_python_file(path, 2)  # the stand-in only reads the byte order
+    assert images.dtype == np.uint8
 
 
 def test_unpickler_refuses_reduce_to_builtins(tmp_path):

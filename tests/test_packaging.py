@@ -24,6 +24,7 @@ def test_built_wheel_ships_kernels_inside_the_package(tmp_path):
     wheel = next((tmp_path / "dist").glob("tinyeffnet-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "tinyeffnet/kernels/depthwise.py" in names and "tinyeffnet/kernels/__init__.py" in names
+    assert "tinyeffnet/imagenet_classes.txt" in names
     assert not any(n.startswith("kernels/") for n in names)
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)

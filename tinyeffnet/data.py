@@ -138,7 +138,7 @@ def load_cifar(name, data_dir=None, download=True):
         try:
             folder = download_and_extract(url, md5, data_dir, binary.folder)
         except TinyEffNetError as err:
-            raise TinyEffNetError(f"{where}.\nDownloading it failed: {err}.\n{supply}") from None
+            raise TinyEffNetError(f"{where}.\n{err}.\n{supply}") from None
         found = folder, binary
     return read_cifar(name, *found)
 

@@ -60,10 +60,11 @@ def download_file(url, path, md5):
                 digest.update(chunk)
                 done += len(chunk)
                 _progress(url, done, total)
-        print(file=sys.stderr)
     except (OSError, http.client.HTTPException, ValueError) as err:
         Path(path).unlink(missing_ok=True)
         raise TinyEffNetError(f"download of {url} failed ({err})") from None
+    finally:
+        print(file=sys.stderr)  # end the progress line
     actual = digest.hexdigest()
     if actual != md5:
         Path(path).unlink(missing_ok=True)

@@ -1,8 +1,9 @@
-"""``python -m tinyeffnet.predict IMAGE... --checkpoint PATH``: the top-5 classes of each image.
+"""``python -m tinyeffnet.predict IMAGE... --checkpoint PATH | --pretrained NAME``: the top-5 classes of each image.
 
 Preprocessing: the central square of the shorter side is cropped, resized to the model's resolution
 with Pillow's bicubic filter, scaled to [0, 1] and normalised per channel with the statistics the model
-was trained with (stored in its checkpoint)."""
+was trained with: stored in its checkpoint, or for ``--pretrained`` ImageNet weights (x − 127) / 128
+(``tinyeffnet.pretrained.PREPROCESS``) with the 1000 ImageNet class names."""
 
 import argparse
 import json
@@ -17,6 +18,7 @@ from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.evaluate import checkpoint_path
 from tinyeffnet.data import normalize
 from tinyeffnet.model import EfficientNet
+from tinyeffnet.pretrained import PREPROCESS, imagenet_classes, load_pretrained
 
 TOP_K = 5
 
@@ -41,23 +43,31 @@ def softmax(logits):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tinyeffnet.predict", description=__doc__.splitlines()[0])
-    p.add_argument("images", nargs="+", help="image files (any size and format Pillow reads)")
-    p.add_argument("--checkpoint", required=True, help="a run folder (uses best.npz) or a .npz checkpoint")
-    p.add_argument("--json", action="store_true", help="one JSON object per line per image")
-    args = p.parse_args(argv)
-    path = checkpoint_path(args.checkpoint)
+def load_trained(path):
+    """A checkpoint → (model in eval mode, its preprocessing {mean, std}, its class names)."""
     config, state, _, training = load_checkpoint(path)
     if not training or "preprocess" not in training:
         raise TinyEffNetError(f"{path} has no record of its preprocessing and class names")
     model = EfficientNet(config)
     load_into(model, state, path)
-    model.eval()
-    pre, classes = training["preprocess"], training["classes"]
+    return model.eval(), training["preprocess"], training["classes"]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m tinyeffnet.predict", description=__doc__.splitlines()[0])
+    p.add_argument("images", nargs="+", help="image files (any size and format Pillow reads)")
+    weights = p.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--checkpoint", help="a run folder (uses best.npz) or a .npz checkpoint")
+    weights.add_argument("--pretrained", metavar="NAME", help="ImageNet weights of an installed package (lite0)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line per image")
+    args = p.parse_args(argv)
+    if args.pretrained is not None:
+        model, pre, classes = load_pretrained(args.pretrained), PREPROCESS, imagenet_classes()
+    else:
+        model, pre, classes = load_trained(checkpoint_path(args.checkpoint))
     mean, std = np.asarray(pre["mean"], np.float32), np.asarray(pre["std"], np.float32)
     for image_path in args.images:
-        pixels = load_image(image_path, config.resolution)
+        pixels = load_image(image_path, model.config.resolution)
         x = normalize(pixels[None], mean, std)
         probs = softmax(model.forward(x)[0].astype(np.float64))
         top = np.argsort(-probs)[:TOP_K]

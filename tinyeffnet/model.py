@@ -1,8 +1,8 @@
 """EfficientNet: stem → MBConv stages → head → pool → dropout → classifier, built from a ``ModelConfig``.
 
-    stem     3×3 conv, stride 2 (1 with the CIFAR adaptation) → BN → act       (N, R/2, R/2, 32·w)
+    stem     3×3 conv, stride 2 (1 with the CIFAR adaptation) → BN + act       (N, R/2, R/2, 32·w)
     stages   the seven rows of ``scaling.B0_STAGES``, scaled by width and depth
-    head     1×1 conv → BN → act                                               (N, ·, ·, 1280·w)
+    head     1×1 conv → BN + act                                               (N, ·, ·, 1280·w)
     pool     global average                                                    (N, 1280·w)
     dropout  at the variant's rate, then a linear classifier                   (N, num_classes)
 
@@ -12,7 +12,7 @@ linearly towards the model's rate.
 
 import numpy as np
 
-from tinyeffnet.layers import Activation, BatchNorm, Conv2d, Dropout, GlobalAvgPool, Layer, Linear, PointwiseConv2d
+from tinyeffnet.layers import BatchNorm, Conv2d, Dropout, GlobalAvgPool, Layer, Linear, PointwiseConv2d
 from tinyeffnet.mbconv import MBConv
 
 IMAGE_CHANNELS = 3
@@ -26,11 +26,10 @@ class EfficientNet(Layer):
         init_seed, noise_seed = np.random.SeedSequence(seed).spawn(2)
         rng = np.random.default_rng(init_seed)
         self.noise_rng = np.random.default_rng(noise_seed)   # dropout and drop connect draw from here
-        bn = dict(momentum=config.bn_momentum, epsilon=config.bn_epsilon, dtype=dtype)
+        bn = dict(momentum=config.bn_momentum, epsilon=config.bn_epsilon, activation=config.activation, dtype=dtype)
 
         self.stem = Conv2d(IMAGE_CHANNELS, config.stem_channels, STEM_KERNEL, config.stem_stride, rng, dtype)
         self.stem_bn = BatchNorm(config.stem_channels, **bn)
-        self.stem_act = Activation(config.activation)
 
         plan = [(s, i) for s in config.stages() for i in range(s.repeats)]
         self.blocks = []
@@ -45,15 +44,14 @@ class EfficientNet(Layer):
         last = plan[-1][0].out_channels
         self.head = PointwiseConv2d(last, config.head_channels, rng, dtype)
         self.head_bn = BatchNorm(config.head_channels, **bn)
-        self.head_act = Activation(config.activation)
         self.pool = GlobalAvgPool()
         self.dropout = Dropout(config.dropout, self.noise_rng)
         self.classifier = Linear(config.head_channels, config.num_classes, rng, dtype)
 
     def layers(self):
         """Top-level layers in forward order."""
-        return [self.stem, self.stem_bn, self.stem_act, *self.blocks, self.head, self.head_bn,
-                self.head_act, self.pool, self.dropout, self.classifier]
+        return [self.stem, self.stem_bn, *self.blocks, self.head, self.head_bn, self.pool, self.dropout,
+                self.classifier]
 
     def forward(self, x):
         """x: (N, H, W, 3) normalised images → logits (N, num_classes)."""

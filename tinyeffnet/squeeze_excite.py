@@ -32,6 +32,6 @@ class SqueezeExcite(Layer):
         return scale.channel_scale_forward(x, g)
 
     def backward(self, dy):
-        dx, dg = scale.channel_scale_backward(self.x, self.g, dy)
+        dx, dg = scale.channel_scale_backward(*self.release("x", "g"), dy)
         ds = self.reduce.backward(self.act.backward(self.expand.backward(self.gate.backward(dg))))
         return dx + self.pool.backward(ds)

@@ -123,3 +123,11 @@ def test_config_json_is_validated(value):
     except TinyEffNetError:
         return
     assert isinstance(config, ModelConfig)
+
+
+def test_a_safetensors_name_is_read_as_safetensors(tmp_path, checkpoint_bytes):
+    """``load_checkpoint`` goes by the suffix: an .npz archive renamed .safetensors is refused as safetensors."""
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(checkpoint_bytes)
+    with pytest.raises(TinyEffNetError, match="safetensors"):
+        ckpt.load_model(path)

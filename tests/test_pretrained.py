@@ -13,8 +13,9 @@ import pytest
 
 import tinyeffnet.pretrained as pretrained
 from tinyeffnet.errors import TinyEffNetError
-from tinyeffnet.pretrained import (MAGIC_NUMBER, PROTOCOL_VERSION, convert_state, imagenet_classes,
-                                   load_legacy_torch, load_pretrained, weights_path)
+from tinyeffnet.model import EfficientNet
+from tinyeffnet.pretrained import (MAGIC_NUMBER, PROTOCOL_VERSION, imagenet_classes, load_legacy_torch, load_pretrained,
+                                   load_torch_state, to_torch_state, weights_path)
 from tinyeffnet.scaling import config_for_variant
 
 LITE0_PARAMETERS = 4_652_008
@@ -110,17 +111,34 @@ def test_refuses_other_formats(tmp_path):
 
 
 def test_name_and_layout_map():
-    oihw = np.zeros((32, 3, 3, 3), np.float32)
-    converted = convert_state({"_conv_stem.weight": oihw, "_blocks.4._bn1.weight": np.zeros(8),
-                               "_blocks.4._depthwise_conv.weight": np.zeros((8, 1, 5, 5)),
-                               "_blocks.4._expand_conv.weight": np.zeros((8, 2, 1, 1)),
-                               "_fc.weight": np.zeros((10, 4))})
-    assert {k: v.shape for k, v in converted.items()} == {
-        "stem.weight": (3, 3, 3, 32), "blocks.4.depthwise_bn.gamma": (8,),
-        "blocks.4.depthwise.weight": (5, 5, 8), "blocks.4.expand.weight": (2, 8),
-        "classifier.weight": (4, 10)}
-    with pytest.raises(ValueError, match="_se_reduce"):
-        convert_state({"_blocks.0._se_reduce.weight": np.zeros(1)})
+    assert pretrained.counterpart("blocks.4.depthwise_bn.gamma") == ("_blocks.4._bn1.weight", pretrained.AS_IS)
+    assert pretrained.counterpart("blocks.4.se.reduce.bias") == ("_blocks.4._se_reduce.bias", pretrained.AS_IS)
+    assert pretrained.counterpart("head_bn.num_batches_tracked")[0] == "_bn1.num_batches_tracked"
+    ours = {"stem.weight": (3, 3, 3, 32), "blocks.4.depthwise.weight": (5, 5, 8),
+            "blocks.4.expand.weight": (2, 8), "blocks.4.se.expand.weight": (2, 8), "classifier.weight": (4, 10)}
+    theirs = {"_conv_stem.weight": (32, 3, 3, 3), "_blocks.4._depthwise_conv.weight": (8, 1, 5, 5),
+              "_blocks.4._expand_conv.weight": (8, 2, 1, 1), "_blocks.4._se_expand.weight": (8, 2, 1, 1),
+              "_fc.weight": (10, 4)}
+    rng = np.random.default_rng(0)
+    state = {name: rng.normal(size=shape) for name, shape in ours.items()}
+    exported = to_torch_state(state)
+    assert {k: v.shape for k, v in exported.items()} == theirs
+    np.testing.assert_array_equal(exported["_blocks.4._depthwise_conv.weight"][3, 0],   # channel 3's k×k kernel
+                                  state["blocks.4.depthwise.weight"][:, :, 3])
+    for name, value in state.items():                                                 # to_ours undoes to_torch
+        torch_name, layout = pretrained.counterpart(name)
+        np.testing.assert_array_equal(layout.to_ours(exported[torch_name]), value)
+
+
+def test_weights_of_another_architecture_name_the_tensor():
+    model = EfficientNet(config_for_variant("lite0"))
+    torch_state = to_torch_state(model.state_dict())
+    with pytest.raises(TinyEffNetError, match="holds tensor '_blocks.0._se_reduce.weight', which lite0 does not"):
+        load_torch_state(model, {**torch_state, "_blocks.0._se_reduce.weight": np.zeros((8, 32, 1, 1))}, "w.pth")
+    torch_state["_blocks.2._depthwise_conv.weight"] = np.zeros((144, 1, 5, 5))
+    with pytest.raises(TinyEffNetError, match=r"'_blocks.2._depthwise_conv.weight' has shape \(144, 1, 5, 5\) in "
+                                              r"it but \(144, 1, 3, 3\) in lite0"):
+        load_torch_state(model, torch_state, "w.pth")
 
 
 def test_class_names():
@@ -149,10 +167,10 @@ def test_every_tensor_in_the_file_has_a_place_of_the_right_shape():
     model = load_pretrained("lite0")
     assert model.config == config_for_variant("lite0") and not model.training
     assert model.num_parameters() == LITE0_PARAMETERS
-    own = model.state_dict()
-    converted = convert_state(load_legacy_torch(weights_path("lite0")))
-    assert set(converted) == set(own)
-    assert all(converted[k].shape == own[k].shape for k in own)
+    in_file = load_legacy_torch(weights_path("lite0"))
+    exported = to_torch_state(model.state_dict())
+    assert {k: v.shape for k, v in in_file.items()} == {k: v.shape for k, v in exported.items()}
+    assert all(np.array_equal(in_file[k], exported[k]) for k in in_file)       # read, then written back: the same
 
 
 @needs_weights

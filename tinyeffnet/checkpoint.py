@@ -10,6 +10,9 @@ Layout of the archive (read with ``allow_pickle=False``: nothing in it can run c
 
 Writes are atomic: the archive goes to a temporary file in the same folder, is flushed and fsynced,
 then renamed over the old one, so a crash or a full disk never leaves a half-written checkpoint.
+
+A ``.safetensors`` file (EfficientNet-PyTorch's names and layouts, ``tinyeffnet.export``) loads too:
+``load_checkpoint`` tells the two apart by the file name's suffix.
 """
 
 import json
@@ -29,6 +32,7 @@ from tinyeffnet.scaling import ModelConfig
 FORMAT = "tinyeffnet-checkpoint"
 VERSION = 1
 META = "__meta__"
+SAFETENSORS_SUFFIX = ".safetensors"
 
 
 def atomic_write(path, write):
@@ -67,11 +71,20 @@ def save_checkpoint(path, model, optimizer=None, training=None):
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+def checkpoint_path(path):
+    """A run folder means its best checkpoint."""
+    return os.path.join(path, "best.npz") if os.path.isdir(path) else path
+
+
 def load_checkpoint(path):
     """Read a checkpoint: ``(config, model_state, optimizer_state, training)``; any problem is a TinyEffNetError."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise TinyEffNetError(f"checkpoint {path} does not exist (give a .npz file or a run folder)")
+        raise TinyEffNetError(f"checkpoint {path} does not exist (give a .npz or {SAFETENSORS_SUFFIX} file or a "
+                              "run folder)")
+    if path.endswith(SAFETENSORS_SUFFIX):
+        from tinyeffnet.export import load_safetensors   # export builds on this module: imported when needed
+        return load_safetensors(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}

@@ -9,17 +9,12 @@ import sys
 import numpy as np
 
 from tinyeffnet import data as datasets
-from tinyeffnet.checkpoint import load_checkpoint, load_into
+from tinyeffnet.checkpoint import checkpoint_path, load_checkpoint, load_into
 from tinyeffnet.cli import run_cli
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.plots import plot_confusion
 from tinyeffnet.train import evaluate
-
-
-def checkpoint_path(path):
-    """A run folder means its best checkpoint."""
-    return os.path.join(path, "best.npz") if os.path.isdir(path) else path
 
 
 def confusion_matrix(labels, predictions, num_classes):
@@ -30,7 +25,7 @@ def confusion_matrix(labels, predictions, num_classes):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m tinyeffnet.evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint", help="a run folder (uses best.npz) or a .npz checkpoint")
+    p.add_argument("checkpoint", help="a run folder (uses best.npz), a .npz checkpoint or a .safetensors export")
     p.add_argument("--data-dir", help="folder holding the dataset (default: the one the run used)")
     p.add_argument("--out", help="where to write confusion.png (default: beside the checkpoint)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

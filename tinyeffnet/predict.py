@@ -12,10 +12,9 @@ import sys
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from tinyeffnet.checkpoint import load_checkpoint, load_into
+from tinyeffnet.checkpoint import checkpoint_path, load_checkpoint, load_into
 from tinyeffnet.cli import run_cli
 from tinyeffnet.errors import TinyEffNetError
-from tinyeffnet.evaluate import checkpoint_path
 from tinyeffnet.data import normalize
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.pretrained import PREPROCESS, imagenet_classes, load_pretrained
@@ -57,7 +56,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m tinyeffnet.predict", description=__doc__.splitlines()[0])
     p.add_argument("images", nargs="+", help="image files (any size and format Pillow reads)")
     weights = p.add_mutually_exclusive_group(required=True)
-    weights.add_argument("--checkpoint", help="a run folder (uses best.npz) or a .npz checkpoint")
+    weights.add_argument("--checkpoint", help="a run folder (uses best.npz), a .npz checkpoint or a .safetensors export")
     weights.add_argument("--pretrained", metavar="NAME", help="ImageNet weights of an installed package (lite0)")
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")
     args = p.parse_args(argv)

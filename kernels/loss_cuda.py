@@ -1,0 +1,116 @@
+"""CUDA twin of ``loss.py``: softmax cross-entropy with label smoothing, on device arrays.
+
+Same functions, arguments and formulas as the CPU file (read it for the derivation)::
+
+    target[n, k]   = (1 − ε) · [k == y_n] + ε / K
+    loss           = −(1/N) · Σ_n Σ_k target[n, k] · log p[n, k]
+    ∂loss/∂z[n, k] = (p[n, k] − target[n, k]) / N
+
+Thread mapping:
+
+* forward: one thread per row n (a sample's K logits are few): the row maximum, the log-sum-exp, the
+  row of ``probs`` and the row's loss. The N row losses are then added by a single block with
+  ``block_sum`` (a fixed order, no atomics) and the total comes back to the host as a Python float,
+  as on the CPU.
+* backward: one thread per element (n, k) of ``dlogits``.
+
+``labels`` is an integer device array; its range check copies the N labels to the host once.
+"""
+
+import math
+
+import numpy as np
+from numba import cuda
+
+from ._device_cuda import THREADS_PER_BLOCK, block_sum, blocks_for, check_device_array
+from .loss import _check_labels, _check_smoothing
+
+
+@cuda.jit(device=True, cache=True)
+def _target(k, label, smoothing, classes):
+    """The smoothed one-hot target for class k of a sample whose label is ``label``."""
+    on_label = 1.0 - smoothing if k == label else 0.0
+    return on_label + smoothing / classes
+
+
+@cuda.jit(cache=True)
+def _softmax_rows_kernel(logits, labels, smoothing, probs, row_loss):
+    """Thread n fills probs[n, :] (N, K) with the softmax of logits[n, :] and row_loss[n] with its loss."""
+    n = cuda.grid(1)
+    batch, classes = logits.shape
+    if n < batch:
+        row_max = logits[n, 0]
+        for k in range(1, classes):
+            row_max = max(row_max, logits[n, k])
+        sum_exp = 0.0
+        for k in range(classes):
+            sum_exp += math.exp(logits[n, k] - row_max)
+        log_sum_exp = math.log(sum_exp)
+        loss = 0.0
+        for k in range(classes):
+            log_p = logits[n, k] - row_max - log_sum_exp
+            probs[n, k] = math.exp(log_p)
+            loss -= _target(k, labels[n], smoothing, classes) * log_p
+        row_loss[n] = loss
+
+
+@cuda.jit(cache=True)
+def _mean_kernel(values, out):
+    """out[0] = mean of values (N,), by the single block launched."""
+    partial = 0.0
+    for n in range(cuda.threadIdx.x, values.size, THREADS_PER_BLOCK):
+        partial += values[n]
+    total = block_sum(partial)
+    if cuda.threadIdx.x == 0:
+        out[0] = total / values.size
+
+
+@cuda.jit(cache=True)
+def _cross_entropy_grad_kernel(probs, labels, smoothing, dlogits):
+    """Thread t computes flat element t = (n, k) of dlogits: (probs − target) / N."""
+    t = cuda.grid(1)
+    batch, classes = probs.shape
+    if t < probs.size:
+        n, k = t // classes, t % classes
+        dlogits[n, k] = (probs[n, k] - _target(k, labels[n], smoothing, classes)) / batch
+
+
+def _checked_labels(labels, batch, classes):
+    """Check the device array of labels on the host (``loss._check_labels``); return it unchanged."""
+    if not hasattr(labels, "copy_to_host"):
+        raise TypeError(f"labels must be a numba.cuda device array of integers, got {type(labels).__name__}")
+    _check_labels(labels.copy_to_host(), batch, classes)
+    return labels
+
+
+def cross_entropy_forward(logits, labels, smoothing=0.0):
+    """Mean softmax cross-entropy against label-smoothed targets.
+
+    logits: (N, K) float32 device array; labels: (N,) integer device array in [0, K); smoothing: ε in [0, 1).
+    Returns ``(loss, probs)``: loss a Python float, probs = softmax(logits) (N, K) device array.
+    """
+    logits = check_device_array("logits", logits, ndim=2)
+    batch, classes = logits.shape
+    if batch == 0 or classes == 0:
+        raise ValueError(f"logits must have at least one row and one class, got shape {logits.shape}")
+    labels = _checked_labels(labels, batch, classes)
+    smoothing = _check_smoothing(smoothing)
+    probs = cuda.device_array_like(logits)
+    row_loss = cuda.device_array(batch, np.float64)  # the losses add up in float64, as on the CPU
+    _softmax_rows_kernel[blocks_for(batch), THREADS_PER_BLOCK](logits, labels, smoothing, probs, row_loss)
+    loss = cuda.device_array(1, np.float64)
+    _mean_kernel[1, THREADS_PER_BLOCK](row_loss, loss)
+    return float(loss.copy_to_host()[0]), probs
+
+
+def cross_entropy_backward(probs, labels, smoothing=0.0):
+    """∂loss/∂logits = (probs − target) / N. probs: (N, K) from the forward; labels, smoothing as there.
+
+    Returns dlogits: (N, K) device array."""
+    probs = check_device_array("probs", probs, ndim=2)
+    batch, classes = probs.shape
+    labels = _checked_labels(labels, batch, classes)
+    smoothing = _check_smoothing(smoothing)
+    dlogits = cuda.device_array_like(probs)
+    _cross_entropy_grad_kernel[blocks_for(probs.size), THREADS_PER_BLOCK](probs, labels, smoothing, dlogits)
+    return dlogits

@@ -1,0 +1,323 @@
+"""The CUDA twins (``kernels/*_cuda.py``) against their CPU kernels, forward and backward, in float32.
+
+Without a GPU the twins run under Numba's CUDA simulator, which is read from ``NUMBA_ENABLE_CUDASIM=1``
+when ``numba.cuda`` is first imported, so it needs a process of its own:
+
+    NUMBA_ENABLE_CUDASIM=1 python -m pytest -m cuda     # these tests, in this process
+    python -m pytest                                     # ... run by test_twins_pass_under_the_simulator
+
+In a process where ``numba.cuda`` has neither the simulator nor a GPU, every test that needs a device
+skips (the ``cuda`` fixture says why) and ``test_twins_pass_under_the_simulator`` runs this file in a
+child process with the simulator switched on. The simulator runs every GPU thread as a Python thread,
+so the shapes are tiny and hypothesis draws few examples.
+"""
+
+import inspect
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+# The CUDA twins import numba.cuda: without it (no numba-cuda, and a Numba without the built-in target), skip.
+numba_cuda = pytest.importorskip("numba.cuda", reason="numba.cuda is not importable: pip install 'tinyeffnet[cuda]'")
+
+from tinyeffnet.device import require_cuda
+from tinyeffnet.errors import TinyEffNetError
+from tinyeffnet.kernels import (
+    activations,
+    activations_cuda,
+    batchnorm,
+    batchnorm_act,
+    batchnorm_act_cuda,
+    batchnorm_cuda,
+    conv2d,
+    conv2d_cuda,
+    depthwise,
+    depthwise_cuda,
+    dropout,
+    dropout_cuda,
+    linear,
+    linear_cuda,
+    loss,
+    loss_cuda,
+    pointwise,
+    pointwise_cuda,
+    pooling,
+    pooling_cuda,
+    scale,
+    scale_cuda,
+)
+from tinyeffnet.scaling import BN_EPSILON, BN_MOMENTUM
+
+pytestmark = pytest.mark.cuda
+
+try:
+    require_cuda()
+    NO_DEVICE = None
+except TinyEffNetError as error:
+    NO_DEVICE = f"{error}. test_twins_pass_under_the_simulator runs these tests in a child process with it"
+
+TWINS = [
+    (activations, activations_cuda),
+    (batchnorm, batchnorm_cuda),
+    (batchnorm_act, batchnorm_act_cuda),
+    (conv2d, conv2d_cuda),
+    (depthwise, depthwise_cuda),
+    (dropout, dropout_cuda),
+    (linear, linear_cuda),
+    (loss, loss_cuda),
+    (pointwise, pointwise_cuda),
+    (pooling, pooling_cuda),
+    (scale, scale_cuda),
+]
+TWIN_OF = {cpu.__name__: twin for cpu, twin in TWINS}
+
+# float32 on both sides; the two backends add in different orders.
+FORWARD = dict(atol=1e-5, rtol=1e-5)
+GRADIENT = dict(atol=1e-5, rtol=1e-4)
+FEW_EXAMPLES = settings(max_examples=4)
+C_OUT = 3  # output channels of the dense convolution
+
+# (N, H, W, C, k, stride): batch 1, one channel, odd and even sizes, an input smaller than the window,
+# both strides, k = 3 and 5.
+WINDOW_SHAPES = [
+    (1, 5, 7, 2, 3, 2),
+    (2, 4, 3, 1, 5, 1),
+    (1, 1, 2, 2, 3, 1),
+    (1, 6, 5, 2, 5, 2),
+    (2, 3, 3, 1, 3, 1),
+]
+
+
+@pytest.fixture(scope="module")
+def cuda():
+    """The ``numba.cuda`` module when this process can run kernels (a GPU or the simulator), else skip."""
+    if NO_DEVICE:
+        pytest.skip(NO_DEVICE)
+    return numba_cuda
+
+
+def random(*shape, seed=0, spread=1.0):
+    return (spread * np.random.default_rng(seed).standard_normal(shape)).astype(np.float32)
+
+
+def run_both(cuda, cpu_kernel, *args, tolerance):
+    """Run ``cpu_kernel`` on ``args`` and its CUDA twin on the same args (arrays copied to the device),
+    check that every output agrees within ``tolerance``, and return the CPU outputs."""
+    twin_kernel = getattr(TWIN_OF[cpu_kernel.__module__], cpu_kernel.__name__)
+    expected = cpu_kernel(*args)
+    got = twin_kernel(*(cuda.to_device(a) if isinstance(a, np.ndarray) else a for a in args))
+    pairs = zip(got, expected) if isinstance(expected, tuple) else [(got, expected)]
+    for on_device, on_cpu in pairs:
+        if isinstance(on_cpu, float):
+            assert on_device == pytest.approx(on_cpu, rel=tolerance["rtol"], abs=tolerance["atol"])
+            continue
+        host = on_device.copy_to_host()
+        assert host.dtype == np.float32 and host.shape == on_cpu.shape
+        np.testing.assert_allclose(host, on_cpu, **tolerance)
+    return expected
+
+
+def test_twins_pass_under_the_simulator():
+    """What CI runs: this file in a child process with the simulator on, when this process has no device."""
+    if not NO_DEVICE:
+        pytest.skip("this process runs the CUDA tests itself")
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    command = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", __file__]
+    child = subprocess.run(command, cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True)
+    report = child.stdout[-5000:] + child.stderr[-2000:]
+    assert child.returncode == 0, report
+    passed = re.search(r"(\d+) passed", child.stdout)
+    assert passed and int(passed.group(1)) > 0, report
+
+
+def test_cpu_kernels_do_not_import_numba_cuda():
+    imports = "".join(f"import {cpu.__name__}\n" for cpu, _ in TWINS)
+    code = f"import sys, tinyeffnet, tinyeffnet.model\n{imports}assert 'numba.cuda' not in sys.modules\n"
+    env = {name: value for name, value in os.environ.items() if name != "NUMBA_ENABLE_CUDASIM"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+@pytest.mark.parametrize("cpu, twin", TWINS, ids=[cpu.__name__.rsplit(".", 1)[1] for cpu, _ in TWINS])
+def test_every_kernel_has_a_twin_with_the_same_arguments(cpu, twin):
+    kernels = [
+        name
+        for name, f in vars(cpu).items()
+        if inspect.isfunction(f)
+        and f.__module__ == cpu.__name__
+        and not name.startswith("_")
+        and (name.endswith(("_forward", "_backward")) or name == "update_running_stats")
+    ]
+    assert kernels
+    for name in kernels:
+        assert inspect.signature(getattr(twin, name)) == inspect.signature(getattr(cpu, name)), name
+
+
+def test_twins_take_only_float32_device_arrays(cuda):
+    with pytest.raises(TypeError, match="x must be a numba.cuda device array"):
+        activations_cuda.swish_forward(np.zeros(3, np.float32))
+    with pytest.raises(TypeError, match="x must be float32"):
+        activations_cuda.swish_forward(cuda.to_device(np.zeros(3)))
+    with pytest.raises(TypeError, match="w must be a numba.cuda device array"):
+        x = cuda.to_device(np.zeros((1, 2), np.float32))
+        linear_cuda.linear_forward(x, np.zeros((2, 2), np.float32), cuda.to_device(np.zeros(2, np.float32)))
+
+
+# ---- convolutions: depthwise, dense (im2col), pointwise (the tiled matrix product) ----
+
+def check_depthwise(cuda, n, h, w, c, k, stride, seed=0):
+    x, wt = random(n, h, w, c, seed=seed), random(k, k, c, seed=seed + 1)
+    y = run_both(cuda, depthwise.depthwise_conv_forward, x, wt, stride, tolerance=FORWARD)
+    dy = random(*y.shape, seed=seed + 2)
+    run_both(cuda, depthwise.depthwise_conv_backward, x, wt, dy, stride, tolerance=GRADIENT)
+
+
+def check_conv2d(cuda, n, h, w, c, k, stride, seed=0):
+    x, wt = random(n, h, w, c, seed=seed), random(k, k, c, C_OUT, seed=seed + 1)
+    y = run_both(cuda, conv2d.conv2d_forward, x, wt, stride, tolerance=FORWARD)
+    dy = random(*y.shape, seed=seed + 2)
+    run_both(cuda, conv2d.conv2d_backward, x, wt, dy, stride, tolerance=GRADIENT)
+
+
+@pytest.mark.parametrize("check", [check_depthwise, check_conv2d])
+@pytest.mark.parametrize("n, h, w, c, k, stride", WINDOW_SHAPES)
+def test_window_convolutions(cuda, check, n, h, w, c, k, stride):
+    check(cuda, n, h, w, c, k, stride)
+
+
+@pytest.mark.parametrize("check", [check_depthwise, check_conv2d])
+@FEW_EXAMPLES
+@given(
+    n=st.integers(1, 2),
+    h=st.integers(1, 5),
+    w=st.integers(1, 5),
+    c=st.integers(1, 2),
+    k=st.sampled_from([3, 5]),
+    stride=st.sampled_from([1, 2]),
+    seed=st.integers(0, 1000),
+)
+def test_window_convolutions_on_drawn_shapes(cuda, check, n, h, w, c, k, stride, seed):
+    check(cuda, n, h, w, c, k, stride, seed)
+
+
+# (N, H, W, C_in, C_out): single elements, and sizes that cross the matrix product's TILE boundaries.
+POINTWISE_SHAPES = [(1, 1, 1, 1, 1), (1, 3, 7, 20, 18), (2, 3, 1, 5, 2)]
+
+
+@pytest.mark.parametrize("n, h, w, c_in, c_out", POINTWISE_SHAPES)
+def test_pointwise(cuda, n, h, w, c_in, c_out):
+    x, wt, dy = random(n, h, w, c_in), random(c_in, c_out, seed=1), random(n, h, w, c_out, seed=2)
+    run_both(cuda, pointwise.pointwise_conv_forward, x, wt, tolerance=FORWARD)
+    run_both(cuda, pointwise.pointwise_conv_backward, x, wt, dy, tolerance=GRADIENT)
+
+
+# F_in = 17 > TILE: the matrix product walks two tiles of the inner dimension.
+@pytest.mark.parametrize("n, f_in, f_out", [(1, 1, 1), (3, 17, 2), (5, 2, 7)])
+def test_linear(cuda, n, f_in, f_out):
+    x, wt, b, dy = random(n, f_in), random(f_in, f_out, seed=1), random(f_out, seed=2), random(n, f_out, seed=3)
+    run_both(cuda, linear.linear_forward, x, wt, b, tolerance=FORWARD)
+    run_both(cuda, linear.linear_backward, x, wt, dy, tolerance=GRADIENT)
+
+
+# ---- normalisation, activations, pooling, excitation, loss, dropout ----
+
+# x shapes: 2-D, one value per channel, one channel, and M = 162 > 64 threads of a block, per channel.
+NORM_SHAPES = [(4, 3), (1, 1, 1, 2), (2, 3, 5, 1), (2, 9, 9, 3)]
+
+
+@pytest.mark.parametrize("shape", NORM_SHAPES)
+def test_batchnorm_train(cuda, shape):
+    channels = shape[-1]
+    x, dy = random(*shape, spread=3.0), random(*shape, seed=3)
+    gamma, beta = random(channels, seed=1), random(channels, seed=2)
+    _, mean, var = run_both(cuda, batchnorm.batchnorm_train_forward, x, gamma, beta, BN_EPSILON, tolerance=FORWARD)
+    run_both(cuda, batchnorm.batchnorm_train_backward, x, gamma, mean, var, BN_EPSILON, dy, tolerance=GRADIENT)
+
+
+@pytest.mark.parametrize("shape", NORM_SHAPES)
+def test_batchnorm_eval(cuda, shape):
+    channels = shape[-1]
+    x, gamma, beta, dy = random(*shape), random(channels, seed=1), random(channels, seed=2), random(*shape, seed=3)
+    mean, var = random(channels, seed=4), 1.0 + np.abs(random(channels, seed=5))
+    run_both(cuda, batchnorm.batchnorm_eval_forward, x, gamma, beta, mean, var, BN_EPSILON, tolerance=FORWARD)
+    run_both(cuda, batchnorm.batchnorm_eval_backward, x, gamma, mean, var, BN_EPSILON, dy, tolerance=GRADIENT)
+
+
+@pytest.mark.parametrize("activation", list(batchnorm_act.ACTIVATIONS))
+@pytest.mark.parametrize("shape", [(1, 1, 1, 2), (2, 9, 9, 3)])
+def test_batchnorm_fused_with_activation(cuda, shape, activation):
+    channels = shape[-1]
+    x, dz = random(*shape, spread=3.0), random(*shape, seed=3)
+    gamma, beta = random(channels, seed=1), random(channels, seed=2)
+    _, mean, var = run_both(
+        cuda, batchnorm_act.batchnorm_act_train_forward, x, gamma, beta, BN_EPSILON, activation, tolerance=FORWARD
+    )
+    stats = gamma, beta, mean, var, BN_EPSILON
+    run_both(cuda, batchnorm_act.batchnorm_act_eval_forward, x, *stats, activation, tolerance=FORWARD)
+    run_both(cuda, batchnorm_act.batchnorm_act_train_backward, x, *stats, dz, activation, tolerance=GRADIENT)
+
+
+@pytest.mark.parametrize("count", [1, 162])
+def test_update_running_stats(cuda, count):
+    running_mean, mean = random(3), random(3, seed=2)
+    running_var, var = np.abs(random(3, seed=1)), np.abs(random(3, seed=3))
+    stats = running_mean, running_var, mean, var
+    run_both(cuda, batchnorm.update_running_stats, *stats, count, BN_MOMENTUM, tolerance=FORWARD)
+
+
+ACTIVATIONS = [
+    (activations.swish_forward, activations.swish_backward),
+    (activations.sigmoid_forward, activations.sigmoid_backward),
+    (activations.relu6_forward, activations.relu6_backward),
+]
+
+
+@pytest.mark.parametrize("forward, backward", ACTIVATIONS, ids=["swish", "sigmoid", "relu6"])
+def test_activations(cuda, forward, backward):
+    x = np.concatenate([random(2, 3, 5, spread=4.0).ravel(), [-100.0, -6.0, 0.0, 6.0, 7.0, 100.0]]).astype(np.float32)
+    dy = random(*x.shape, seed=1)
+    y = run_both(cuda, forward, x, tolerance=FORWARD)
+    run_both(cuda, backward, y if forward is activations.sigmoid_forward else x, dy, tolerance=GRADIENT)
+
+
+# (N, H, W, C): batch 1, one channel, odd sizes, and P = 132 > 64 threads of a block.
+SPATIAL_SHAPES = [(1, 1, 1, 1), (2, 3, 5, 4), (1, 12, 11, 2)]
+
+
+@pytest.mark.parametrize("n, h, w, c", SPATIAL_SHAPES)
+def test_global_avg_pool(cuda, n, h, w, c):
+    run_both(cuda, pooling.global_avg_pool_forward, random(n, h, w, c), tolerance=FORWARD)
+    run_both(cuda, pooling.global_avg_pool_backward, random(n, c, seed=1), h, w, tolerance=GRADIENT)
+
+
+@pytest.mark.parametrize("n, h, w, c", SPATIAL_SHAPES)
+def test_channel_scale(cuda, n, h, w, c):
+    x, s, dy = random(n, h, w, c), random(n, c, seed=1), random(n, h, w, c, seed=2)
+    run_both(cuda, scale.channel_scale_forward, x, s, tolerance=FORWARD)
+    run_both(cuda, scale.channel_scale_backward, x, s, dy, tolerance=GRADIENT)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("batch, classes, spread", [(1, 1, 1.0), (3, 5, 1.0), (4, 10, 1e4)])
+def test_cross_entropy(cuda, smoothing, batch, classes, spread):
+    logits = random(batch, classes, spread=spread)
+    labels = np.random.default_rng(1).integers(0, classes, batch)
+    _, probs = run_both(cuda, loss.cross_entropy_forward, logits, labels, smoothing, tolerance=FORWARD)
+    run_both(cuda, loss.cross_entropy_backward, probs, labels, smoothing, tolerance=GRADIENT)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.5])
+def test_dropout_and_drop_connect(cuda, rate):
+    x, dy = random(2, 3, 5, 2), random(2, 3, 5, 2, seed=1)
+    mask = dropout.dropout_mask(np.random.default_rng(2), x.shape, rate)
+    keep = dropout.drop_connect_mask(np.random.default_rng(3), x.shape[0], rate)
+    run_both(cuda, dropout.dropout_forward, x, mask, tolerance=FORWARD)
+    run_both(cuda, dropout.dropout_backward, mask, dy, tolerance=GRADIENT)
+    run_both(cuda, dropout.drop_connect_forward, x, keep, tolerance=FORWARD)
+    run_both(cuda, dropout.drop_connect_backward, keep, dy, tolerance=GRADIENT)

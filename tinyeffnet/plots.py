@@ -1,8 +1,9 @@
-"""PNG figures of a run: loss and accuracy curves, and a confusion matrix. Written atomically."""
+"""PNG figures of a run: loss and accuracy curves, a confusion matrix, misclassified images. Written atomically."""
 
 import io
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -50,3 +51,22 @@ def plot_confusion(matrix, classes, path, title="confusion matrix (test set)"):
                         color="white" if matrix[i, j] > matrix.max() / 2 else "black")
     ax.set(xlabel="predicted", ylabel="true", title=title)
     save_figure(fig, path)
+
+
+def plot_misclassified(images, labels, predictions, classes, path, count=24, columns=8,
+                       title="misclassified test images"):
+    """A grid of the first ``count`` images whose prediction is wrong, each titled "predicted (true)".
+
+    images: (N, H, W, 3) uint8 as stored (not normalised); labels, predictions: (N,) class indices.
+    Returns the indices of the images shown."""
+    wrong = np.flatnonzero(np.asarray(predictions) != np.asarray(labels))[:count].tolist()
+    rows = max(1, -(-len(wrong) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.5 * columns, 1.75 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, wrong):
+        ax.imshow(images[i], interpolation="nearest")
+        ax.set_title(f"{classes[predictions[i]]}\n({classes[labels[i]]})", fontsize=8, color="firebrick")
+    fig.suptitle(f"{title}: predicted (true)" if wrong else f"{title}: none", fontsize=10)
+    save_figure(fig, path)
+    return wrong

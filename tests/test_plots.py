@@ -1,0 +1,26 @@
+"""The misclassified-image grid: it shows exactly the wrong predictions, in order, and writes a PNG."""
+
+import numpy as np
+from PIL import Image
+
+from tinyeffnet.plots import plot_misclassified
+
+
+def test_misclassified_grid_shows_the_wrong_predictions(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    predictions = np.array([0, 2, 2, 1, 1, 0, 0, 1, 1, 0])
+    path = tmp_path / "wrong.png"
+    shown = plot_misclassified(images, labels, predictions, ["cat", "dog", "ship"], str(path), count=3, columns=2)
+    assert shown == [1, 3, 5]                       # the first three wrong ones, in test-set order
+    with Image.open(path) as png:
+        assert png.format == "PNG" and png.width > 100 and png.height > 100
+
+
+def test_misclassified_grid_with_nothing_wrong(tmp_path):
+    images = np.zeros((4, 8, 8, 3), np.uint8)
+    labels = np.arange(4)
+    path = tmp_path / "none.png"
+    assert plot_misclassified(images, labels, labels.copy(), list("abcd"), str(path)) == []
+    assert path.is_file()

@@ -13,7 +13,8 @@ def format_seconds(seconds):
 
 
 class Progress:
-    def __init__(self, total, prefix, stream=sys.stderr, every=10.0, width=24):
+    def __init__(self, total, prefix, stream=None, every=10.0, width=24):
+        stream = stream or sys.stderr         # looked up now, not at import, so a redirected stderr is honoured
         self.total, self.prefix, self.stream, self.width = total, prefix, stream, width
         self.tty = stream.isatty()
         self.every = 0.1 if self.tty else every

@@ -3,7 +3,9 @@
 import errno
 import io
 import json
+import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -14,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tinyeffnet.checkpoint as ckpt
-from tinyeffnet.checkpoint import config_from_dict, load_checkpoint, save_checkpoint
+from tinyeffnet.checkpoint import atomic_write, config_from_dict, load_checkpoint, save_checkpoint
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.scaling import ModelConfig
@@ -131,3 +133,12 @@ def test_a_safetensors_name_is_read_as_safetensors(tmp_path, checkpoint_bytes):
     path.write_bytes(checkpoint_bytes)
     with pytest.raises(TinyEffNetError, match="safetensors"):
         ckpt.load_model(path)
+
+
+def test_atomic_write_gives_the_file_the_mode_open_would(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "f.bin", lambda f: f.write(b"x"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o644

@@ -1,9 +1,9 @@
-"""The misclassified-image grid: it shows exactly the wrong predictions, in order, and writes a PNG."""
+"""Plots: the misclassified-image grid shows exactly the wrong predictions, in order; every plot writes a PNG."""
 
 import numpy as np
 from PIL import Image
 
-from tinyeffnet.plots import plot_misclassified
+from tinyeffnet.plots import plot_accuracy_vs_time, plot_misclassified
 
 
 def test_misclassified_grid_shows_the_wrong_predictions(tmp_path):
@@ -24,3 +24,10 @@ def test_misclassified_grid_with_nothing_wrong(tmp_path):
     path = tmp_path / "none.png"
     assert plot_misclassified(images, labels, labels.copy(), list("abcd"), str(path)) == []
     assert path.is_file()
+
+
+def test_accuracy_vs_time_writes_a_png(tmp_path):
+    rows = [dict(epoch=e, seconds=60.0, eval_seconds=6.0, test_acc=0.1 * e) for e in (1, 2, 3)]
+    path = tmp_path / "time.png"
+    plot_accuracy_vs_time({"a": rows, "b": rows[:2]}, path)
+    assert path.read_bytes().startswith(b"\x89PNG")

@@ -33,6 +33,13 @@ FORMAT = "tinyeffnet-checkpoint"
 VERSION = 1
 META = "__meta__"
 SAFETENSORS_SUFFIX = ".safetensors"
+FILE_MODE = 0o666                                   # before the umask, as open() would create the file
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path, write):
@@ -41,6 +48,7 @@ def atomic_write(path, write):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
     try:
+        os.fchmod(fd, FILE_MODE & ~current_umask())     # mkstemp makes it owner-only; give it a normal file's mode
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

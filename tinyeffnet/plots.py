@@ -81,3 +81,17 @@ def plot_misclassified(images, labels, predictions, classes, path, count=24, col
     fig.suptitle(f"{title}: predicted (true)" if wrong else f"{title}: none", fontsize=10)
     save_figure(fig, path)
     return wrong
+
+
+def plot_accuracy_vs_time(runs, path, title="test accuracy against training time"):
+    """runs: {label: the per-epoch rows of a run's ``metrics.jsonl``}. One line per run: test accuracy after
+    each epoch against the cumulative wall time of its training steps and evaluations, in minutes."""
+    fig, axes = new_figure(figsize=(6.5, 4))
+    ax = axes[0, 0]
+    for label, history in runs.items():
+        minutes = np.cumsum([row["seconds"] + row.get("eval_seconds", 0.0) for row in history]) / 60
+        ax.plot(minutes, [100 * row["test_acc"] for row in history], "o-", label=label)
+    ax.set(xlabel="minutes (training steps + evaluation)", ylabel="test accuracy (%)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save_figure(fig, path)

@@ -1,27 +1,46 @@
 """Benchmarks, so that speed is measured rather than claimed.
 
+    python -m tinyeffnet.bench                       # EfficientNet-B0 at 32×32: training and inference images/s,
+                                                     # peak memory, time to the first step (cold and warm JIT cache)
+    python -m tinyeffnet.bench --vs-torch            # the same workloads with PyTorch, alternating, and the ratios
     python -m tinyeffnet.bench --kernels             # a table: ms and GFLOP/s per kernel, forward and backward
-    python -m tinyeffnet.bench --kernels --json      # the same rows as a JSON list
+    python -m tinyeffnet.bench --json                # one JSON object instead of text
 
-Kernel rows use EfficientNet-B0's layer shapes for a 32×32 input (the stem halves it to 16×16), batch
-128, float32. Each time is the median of ``--repeats`` calls after one warm-up call (which also
-compiles the Numba loops).
+**Model.** Every measurement runs in a fresh process (a "worker"), so memory and start-up are those of a
+run that does only that: training is a full step at batch 128 (forward, loss, backward, SGD update; see
+``tinyeffnet.train.train_step``), inference an eval-mode forward at batch 256; images/s is the batch
+divided by the median step time after warm-up steps. Peak memory is the training worker's peak resident
+set. "First step" is the wall time from launching a worker until its first training step has finished:
+*cold* with an empty Numba cache (every kernel compiled), *warm* with the cache the cold run filled.
+With ``--vs-torch`` the PyTorch workers (``bench_torch.py``, reference ``efficientnet_pytorch`` B0, same
+threads, batch, resolution and optimiser) run alternately with ours, ``--rounds`` times each, and the
+ratios compare medians from the same run: the machine's noise hits both sides alike.
 
-FLOPs are counted as 2 per multiply-add of the textbook formula, taps that fall on padding included:
-a convolution producing ``M`` outputs from ``K`` products each does ``2·M·K`` in forward; backward
-computes dx and dw, each one multiply-add per forward one, so ``4·M·K``. A row may leave its FLOPs as
-``None`` (for memory-bound kernels where FLOP/s says little); the table then prints "-".
-
+**Kernels.** Rows use EfficientNet-B0's layer shapes for a 32×32 input (the stem halves it to 16×16),
+batch 128, float32. Each time is the median of ``--repeats`` calls after one warm-up call (which also
+compiles the Numba loops). FLOPs are counted as 2 per multiply-add of the textbook formula, taps that
+fall on padding included: a convolution producing ``M`` outputs from ``K`` products each does ``2·M·K``
+in forward; backward computes dx and dw, each one multiply-add per forward one, so ``4·M·K``. A row may
+leave its FLOPs as ``None`` (for memory-bound kernels where FLOP/s says little); the table then prints "-".
 To add a kernel, append a ``KernelCase`` to ``KERNEL_CASES``.
 """
 
 import argparse
+import datetime
 import json
+import os
+import platform
+import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
+import numba
 import numpy as np
 
 from tinyeffnet.kernels.conv2d import conv2d_backward, conv2d_forward
@@ -29,9 +48,16 @@ from tinyeffnet.kernels.depthwise import depthwise_conv_backward, depthwise_conv
 from tinyeffnet.kernels.padding import same_padding
 from tinyeffnet.kernels.pointwise import pointwise_conv_backward, pointwise_conv_forward
 
-BATCH = 128
+BATCH = 128                 # training and kernel rows
+INFER_BATCH = 256
+RESOLUTION = 32
+NUM_CLASSES = 10
 DTYPE = np.float32
 DEFAULT_REPEATS = 10
+WORKER_STEPS = 10
+WORKER_WARMUP = 2
+DEFAULT_ROUNDS = 3
+TORCH_WORKER = Path(__file__).with_name("bench_torch.py")
 
 
 @dataclass
@@ -147,22 +173,174 @@ def format_table(rows):
     return "\n".join(fmt.format(*line) for line in [header, *lines])
 
 
+# --- the model workloads, each in its own process ------------------------------------------------------
+def worker(kind, batch, steps, warmup):
+    """Run ``steps`` timed steps (after ``warmup``) of B0 training or inference; return the JSON-able result."""
+    from tinyeffnet.model import EfficientNet
+    from tinyeffnet.optim import SGD
+    from tinyeffnet.scaling import config_for_phi
+    from tinyeffnet.train import train_step
+
+    model = EfficientNet(config_for_phi(0, num_classes=NUM_CLASSES), dtype=DTYPE)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, RESOLUTION, RESOLUTION, 3), dtype=DTYPE)
+    y = rng.integers(0, NUM_CLASSES, batch)
+    optimizer = SGD(model.named_parameters(), model.named_grads(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    if kind == "train":
+        def step():
+            train_step(model, optimizer, x, y, lr=0.05, label_smoothing=0.1)
+    else:
+        model.eval()
+
+        def step():
+            model.forward(x)
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        step()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return dict(images_per_second=batch / statistics.median(times), step_seconds=times,
+                peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                threads=numba.get_num_threads())
+
+
+def run_worker(command, env):
+    """Run one worker process; return (its JSON result, its wall time in seconds)."""
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark worker {' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1]), seconds
+
+
+def our_command(kind, batch, steps, warmup):
+    return [sys.executable, "-m", "tinyeffnet.bench", "--worker", kind, "--batch", str(batch),
+            "--steps", str(steps), "--warmup", str(warmup)]
+
+
+def torch_command(python, kind, batch, steps, warmup, threads):
+    return [python, str(TORCH_WORKER), kind, "--batch", str(batch), "--steps", str(steps), "--warmup",
+            str(warmup), "--threads", str(threads), "--resolution", str(RESOLUTION), "--classes", str(NUM_CLASSES)]
+
+
+def median_of(results, key):
+    return statistics.median(r[key] for r in results)
+
+
+def run_model_benchmark(threads, rounds, steps, torch_python=None, report=print):
+    """The model figures (and PyTorch's, alternating, if ``torch_python`` is given) as one dict."""
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    with tempfile.TemporaryDirectory() as cache:
+        env["NUMBA_CACHE_DIR"] = cache              # empty: the first worker compiles every kernel
+        report("first training step, cold JIT cache …")
+        _, cold = run_worker(our_command("train", BATCH, 1, 0), env)
+        report("first training step, warm JIT cache …")
+        _, warm = run_worker(our_command("train", BATCH, 1, 0), env)
+        ours = dict(train=[], infer=[])
+        theirs = dict(train=[], infer=[], first_step=[])
+        for r in range(rounds):
+            for kind, batch in (("train", BATCH), ("infer", INFER_BATCH)):
+                report(f"round {r + 1}/{rounds}: {kind}, batch {batch} …")
+                ours[kind].append(run_worker(our_command(kind, batch, steps, WORKER_WARMUP), env)[0])
+                if torch_python:
+                    result, seconds = run_worker(torch_command(torch_python, kind, batch, steps, WORKER_WARMUP,
+                                                               threads), env)
+                    theirs[kind].append(result)
+    result = dict(
+        model="EfficientNet-B0 (faithful, stem stride 2)", resolution=RESOLUTION, num_classes=NUM_CLASSES,
+        train_batch=BATCH, infer_batch=INFER_BATCH, threads=threads, rounds=rounds, steps_per_round=steps,
+        train_images_per_second=median_of(ours["train"], "images_per_second"),
+        infer_images_per_second=median_of(ours["infer"], "images_per_second"),
+        peak_rss_mib=median_of(ours["train"], "peak_rss_mib"),
+        first_step_seconds_cold=cold, first_step_seconds_warm=warm,
+    )
+    if torch_python:
+        torch_result = dict(
+            train_images_per_second=median_of(theirs["train"], "images_per_second"),
+            infer_images_per_second=median_of(theirs["infer"], "images_per_second"),
+            peak_rss_mib=median_of(theirs["train"], "peak_rss_mib"),
+            versions=theirs["train"][0]["versions"])
+        result["torch"] = torch_result
+        result["ratios"] = dict(
+            train_throughput=result["train_images_per_second"] / torch_result["train_images_per_second"],
+            infer_throughput=result["infer_images_per_second"] / torch_result["infer_images_per_second"],
+            peak_memory=result["peak_rss_mib"] / torch_result["peak_rss_mib"])
+    return result
+
+
+def machine():
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    return dict(date=datetime.date.today().isoformat(), cpu=cpu, cores=os.cpu_count(),
+                python=platform.python_version(), numpy=np.__version__, numba=numba.__version__)
+
+
+def format_model(result):
+    lines = [f"{result['model']} at {result['resolution']}×{result['resolution']}, {result['threads']} threads; "
+             f"medians of {result['rounds']} rounds × {result['steps_per_round']} steps"]
+    rows = [("training images/s (batch %d)" % result["train_batch"], "train_images_per_second", ".0f"),
+            ("inference images/s (batch %d)" % result["infer_batch"], "infer_images_per_second", ".0f"),
+            ("peak memory while training, MiB", "peak_rss_mib", ".0f")]
+    torch_result = result.get("torch")
+    lines.append(f"{'':34}{'tinyeffnet':>12}" + (f"{'PyTorch':>12}{'ratio':>8}" if torch_result else ""))
+    for label, key, fmt in rows:
+        line = f"{label:34}{result[key]:>12{fmt}}"
+        if torch_result:
+            line += f"{torch_result[key]:>12{fmt}}{result[key] / torch_result[key]:>8.2f}"
+        lines.append(line)
+    lines.append(f"{'first training step, cold cache, s':34}{result['first_step_seconds_cold']:>12.1f}")
+    lines.append(f"{'first training step, warm cache, s':34}{result['first_step_seconds_warm']:>12.1f}")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tinyeffnet.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--kernels", action="store_true", help="time each kernel's forward and backward on B0 shapes")
-    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="timed calls per measurement (median)")
-    parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    parser.add_argument("--kernels", action="store_true", help="only the per-kernel table (forward and backward, B0 shapes)")
+    parser.add_argument("--vs-torch", action="store_true", help="also time PyTorch + efficientnet_pytorch, alternating")
+    parser.add_argument("--torch-python", default=sys.executable,
+                        help="the Python that has torch and efficientnet_pytorch (default: this one)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both libraries")
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="alternating rounds of each workload")
+    parser.add_argument("--steps", type=int, default=WORKER_STEPS, help="timed steps per round")
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="timed calls per kernel measurement")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument("--worker", choices=("train", "infer"), help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=BATCH, help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=int, default=WORKER_WARMUP, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if not args.kernels:
-        parser.error("say what to benchmark: --kernels")
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
-    rows = run_kernel_cases(KERNEL_CASES, args.repeats)
-    if args.json:
-        print(json.dumps(rows, indent=1))
+    for name in ("threads", "rounds", "steps", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.batch, args.steps, args.warmup)))
+        return
+    if args.vs_torch:
+        probe = subprocess.run([args.torch_python, "-c", "import torch, efficientnet_pytorch"], capture_output=True)
+        if probe.returncode != 0:
+            parser.error(f"--vs-torch needs torch and efficientnet_pytorch importable by {args.torch_python}; "
+                         "install them in a separate environment (pip install torch==2.13.0 efficientnet_pytorch) "
+                         "and pass its python with --torch-python")
+    report = (lambda message: print(message, file=sys.stderr)) if args.json else print
+    result = dict(machine=machine())
+    if args.kernels:
+        result["kernels"] = run_kernel_cases(KERNEL_CASES, args.repeats)
     else:
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+        result.update(run_model_benchmark(args.threads, args.rounds, args.steps,
+                                          args.torch_python if args.vs_torch else None, report))
+    if args.json:
+        print(json.dumps(result if not args.kernels else result["kernels"], indent=1))
+        return
+    m = result["machine"]
+    print(f"{m['date']}, {m['cpu']}, {m['cores']} cores; Python {m['python']}, NumPy {m['numpy']}, Numba {m['numba']}")
+    if args.kernels:
         print(f"batch {BATCH}, {np.dtype(DTYPE).name}, B0 shapes at 32×32 input; median of {args.repeats} calls")
-        print(format_table(rows))
+        print(format_table(result["kernels"]))
+    else:
+        print(format_model(result))
 
 
 if __name__ == "__main__":

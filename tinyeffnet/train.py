@@ -14,6 +14,10 @@ Reproducibility: the shuffling of epoch e and the augmentation of batch b are dr
 seeded by (seed, e) and (seed, e, b), and dropout draws from the model's own generator, whose state is
 saved in every checkpoint; so the same seed and thread count give the same run, also across a resume.
 Ctrl-C (or SIGTERM) finishes the current step, saves ``latest.npz`` and prints how to resume.
+
+Transfer learning (``--variant lite0 --pretrained``, optionally ``--freeze-body``): the network starts from
+ImageNet weights with a new classifier, and with ``--freeze-body`` only that classifier trains, on features
+of the frozen body computed once (``LinearProbe``; see ``tinyeffnet.transfer``).
 """
 
 import argparse
@@ -27,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tinyeffnet import data as datasets
+from tinyeffnet import transfer
 from tinyeffnet.checkpoint import atomic_write, load_checkpoint, load_into, save_checkpoint
 from tinyeffnet.cli import add_model_arguments, build_config, run_cli
 from tinyeffnet.errors import TinyEffNetError
@@ -41,6 +46,8 @@ EVAL_BATCH_SIZE = 256
 RECALIBRATION_BATCHES = 10          # batches averaged by recalibrate_batchnorm before a short run's evaluation
 RECALIBRATION_HORIZON = 10          # …while fewer than 10 / (1 − momentum) steps have been trained
 DEFAULT_EPOCHS = 30
+DEFAULT_LR = 0.1
+PRETRAINED_LR = 0.003              # default peak rate from ImageNet weights, as Big Transfer (see tinyeffnet.transfer)
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -52,12 +59,15 @@ def parse_args(argv=None):
     d.add_argument("--dataset", default="cifar10", help="cifar10, cifar100 or synthetic")
     d.add_argument("--data-dir", help="folder holding the dataset (default: $TINYEFFNET_DATA or ~/.cache/tinyeffnet)")
     d.add_argument("--subset", type=int, help="train on the first N training images only (quick runs)")
+    d.add_argument("--per-class", type=int, help="train on the first K training images of each class only "
+                   "(a balanced small training set; with --subset, taken from those N)")
     d.add_argument("--test-subset", type=int, help="evaluate on the first N test images only")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, help=f"passes over the training set (default {DEFAULT_EPOCHS}; "
                    "with --resume, a new total to extend the run)")
     t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=0.1, help="peak learning rate (after warm-up)")
+    t.add_argument("--lr", type=float, help=f"peak learning rate (after warm-up; default {DEFAULT_LR}, or "
+                   f"{PRETRAINED_LR} with --pretrained)")
     t.add_argument("--momentum", type=float, default=0.9)
     t.add_argument("--no-nesterov", dest="nesterov", action="store_false", help="plain (heavy-ball) momentum")
     t.add_argument("--weight-decay", type=float, default=5e-4, help="on weights only, not batch norm or biases")
@@ -66,6 +76,13 @@ def parse_args(argv=None):
     t.add_argument("--clip-grad-norm", type=float, help="scale gradients to at most this global norm")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    tl = p.add_argument_group("transfer learning")
+    tl.add_argument("--pretrained", action="store_true",
+                    help="start from the ImageNet weights of --variant (lite0) with a new classifier for the "
+                         "dataset's classes; images are normalised as for ImageNet, (x − 127) / 128")
+    tl.add_argument("--freeze-body", action="store_true",
+                    help="with --pretrained: train only the new classifier, on the frozen body's features computed "
+                         "once (a linear probe; no augmentation)")
     o = p.add_argument_group("output")
     o.add_argument("--out", help="run folder (default: runs/<dataset>-<model>-<time>)")
     o.add_argument("--resume", help="a run folder or checkpoint to continue from (its own arguments are used)")
@@ -76,7 +93,7 @@ def validate(args):
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             raise TinyEffNetError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    for name in ("subset", "test_subset"):
+    for name in ("subset", "test_subset", "per_class"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise TinyEffNetError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -88,11 +105,13 @@ def validate(args):
         raise TinyEffNetError("--weight-decay and --warmup-epochs must not be negative")
     if args.device == "cuda":
         raise TinyEffNetError("--device cuda is not available in this version of tinyeffnet; train with --device cpu")
+    transfer.check_arguments(args)
 
 
 @dataclass
 class Data:
-    """The dataset prepared once: images resized to the model's resolution, normalisation statistics."""
+    """The dataset prepared once: images resized to the model's resolution, normalisation statistics
+    (the training images' own, or the pretrained weights' for a --pretrained run)."""
     train_images: np.ndarray
     train_labels: np.ndarray
     test_images: np.ndarray
@@ -104,12 +123,22 @@ class Data:
 
 
 def prepare_data(args, resolution):
+    """The dataset at ``resolution`` (None: as stored, for ``LinearProbe``, which resizes batch by batch)."""
     ds = datasets.load_dataset(args.dataset, args.data_dir)
     train_x, train_y = ds.train_images[:args.subset], ds.train_labels[:args.subset]
+    if args.per_class is not None:
+        keep = first_per_class(train_y, args.per_class)
+        train_x, train_y = train_x[keep], train_y[keep]
     test_x, test_y = ds.test_images[:args.test_subset], ds.test_labels[:args.test_subset]
-    mean, std = datasets.channel_stats(train_x)
-    return Data(datasets.resize_images(train_x, resolution), train_y, datasets.resize_images(test_x, resolution),
-                test_y, list(ds.classes), mean, std, ds.source)
+    mean, std = transfer.preprocessing() if args.pretrained else datasets.channel_stats(train_x)
+    if resolution is not None:
+        train_x, test_x = datasets.resize_images(train_x, resolution), datasets.resize_images(test_x, resolution)
+    return Data(train_x, train_y, test_x, test_y, list(ds.classes), mean, std, ds.source)
+
+
+def first_per_class(labels, k):
+    """Indices of the first ``k`` examples of each class in ``labels`` (N,), in the dataset's order."""
+    return np.sort(np.concatenate([np.flatnonzero(labels == c)[:k] for c in np.unique(labels)]))
 
 
 @dataclass
@@ -123,24 +152,55 @@ class RunState:
 
 
 def evaluate(model, images, labels, mean, std, batch_size=EVAL_BATCH_SIZE):
-    """Eval-mode pass over a dataset: (mean loss, accuracy, predictions)."""
+    """Eval-mode pass over a dataset of (N, H, W, 3) uint8 images: (mean loss, accuracy, predictions)."""
+    batches = (datasets.normalize(images[start:start + batch_size], mean, std).astype(model.dtype, copy=False)
+               for start in range(0, len(images), batch_size))
+    return score(model, batches, labels)
+
+
+def score(model, batches, labels):
+    """Eval-mode loss and accuracy of ``model`` on ``batches`` of inputs, whose labels are ``labels`` (N,)
+    in the same order: (mean loss, accuracy, predictions (N,))."""
     model.eval()
-    predictions, total_loss = [], 0.0
-    for start in range(0, len(images), batch_size):
-        x = datasets.normalize(images[start:start + batch_size], mean, std).astype(model.dtype, copy=False)
-        y = labels[start:start + batch_size]
+    predictions, total_loss, seen = [], 0.0, 0
+    for x in batches:
+        y = labels[seen:seen + len(x)]
+        seen += len(x)
         logits = model.forward(x)
         loss, _ = cross_entropy_forward(logits, y)
         total_loss += loss * len(y)
         predictions.append(np.argmax(logits, axis=1))
     predictions = np.concatenate(predictions)
-    return total_loss / len(images), float(np.mean(predictions == labels)), predictions
+    return total_loss / len(labels), float(np.mean(predictions == labels)), predictions
+
+
+def train_step(model, optimizer, x, y, lr, label_smoothing=0.0, clip_norm=None):
+    """One SGD step of ``model`` on the batch x, y (N,): forward, loss, backward, clip, update. x is what the
+    model takes: images (N, H, W, 3) for a network, pooled features (N, F) for a ``transfer.Head``.
+
+    Returns ``(loss, correct)``; a loss that is not finite is returned before the backward pass, with no
+    parameter changed, so the caller can stop."""
+    model.train()
+    model.zero_grad()
+    logits = model.forward(x)
+    loss, probs = cross_entropy_forward(logits, y, label_smoothing)
+    if not np.isfinite(loss):
+        return loss, 0
+    model.backward(cross_entropy_backward(probs, y, label_smoothing))
+    if clip_norm:
+        clip_grad_norm(optimizer.grads, clip_norm)
+    optimizer.lr = lr
+    optimizer.step()
+    return loss, int(np.sum(np.argmax(logits, axis=1) == y))
 
 
 class Trainer:
+    """Trains ``model`` (all of it) on ``data`` and writes the run folder; ``LinearProbe`` trains its head only."""
+
     def __init__(self, args, config, data, model, run_dir, state=None, optimizer_state=None):
         self.args, self.config, self.data, self.model, self.run_dir = args, config, data, model, run_dir
-        self.optimizer = SGD(model.named_parameters(), model.named_grads(), args.lr, args.momentum,
+        self.trainable = self.trainable_part(model)
+        self.optimizer = SGD(self.trainable.named_parameters(), self.trainable.named_grads(), args.lr, args.momentum,
                              args.weight_decay, args.nesterov)
         if optimizer_state:
             self.optimizer.load_state_dict(optimizer_state)
@@ -149,32 +209,30 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * args.epochs
         self.warmup_steps = int(round(args.warmup_epochs * self.steps_per_epoch))
         self.stop_signal = None
+        for sig in EXIT_SIGNAL:            # from here on, Ctrl-C finishes the current step and saves
+            signal.signal(sig, self.on_signal)
+
+    def trainable_part(self, model):
+        """The layer whose parameters SGD updates: here the whole network."""
+        return model
 
     # --- one step ---------------------------------------------------------------------------------
-    def batch(self, epoch, index):
-        """Batch ``index`` of epoch ``epoch``: indices from the epoch's permutation, augmented, normalised."""
-        order = np.random.default_rng([self.args.seed, epoch]).permutation(len(self.data.train_images))
+    def batch_indices(self, epoch, index):
+        """The training examples of batch ``index`` of epoch ``epoch``: a slice of the epoch's permutation."""
+        order = np.random.default_rng([self.args.seed, epoch]).permutation(len(self.data.train_labels))
         bs = self.args.batch_size
-        idx = order[index * bs:(index + 1) * bs]
+        return order[index * bs:(index + 1) * bs]
+
+    def batch(self, epoch, index):
+        """Batch ``index`` of epoch ``epoch``: images (B, H, W, 3) augmented and normalised, labels (B,)."""
+        idx = self.batch_indices(epoch, index)
         images = datasets.random_crop_flip(self.data.train_images[idx],
                                            np.random.default_rng([self.args.seed, epoch, index]))
         x = datasets.normalize(images, self.data.mean, self.data.std).astype(self.model.dtype, copy=False)
         return x, self.data.train_labels[idx]
 
     def step(self, x, y, lr):
-        model = self.model
-        model.train()
-        model.zero_grad()
-        logits = model.forward(x)
-        loss, probs = cross_entropy_forward(logits, y, self.args.label_smoothing)
-        if not np.isfinite(loss):
-            return loss, 0
-        model.backward(cross_entropy_backward(probs, y, self.args.label_smoothing))
-        if self.args.clip_grad_norm:
-            clip_grad_norm(self.optimizer.grads, self.args.clip_grad_norm)
-        self.optimizer.lr = lr
-        self.optimizer.step()
-        return loss, int(np.sum(np.argmax(logits, axis=1) == y))
+        return train_step(self.trainable, self.optimizer, x, y, lr, self.args.label_smoothing, self.args.clip_grad_norm)
 
     def measure_step_seconds(self):
         """Time one training step (after one untimed step that compiles the kernels), then undo both."""
@@ -194,8 +252,6 @@ class Trainer:
     # --- the loop ---------------------------------------------------------------------------------
     def run(self):
         st, args = self.state, self.args
-        for sig in EXIT_SIGNAL:
-            signal.signal(sig, self.on_signal)
         while st.epoch < args.epochs:
             epoch = st.epoch
             progress = Progress(self.steps_per_epoch, f"epoch {epoch + 1}/{args.epochs}")
@@ -227,14 +283,17 @@ class Trainer:
             self.end_epoch(lr)
         return 0
 
+    def test(self):
+        """(loss, accuracy) on the test set in eval mode, after recalibrating batch norm in a short run."""
+        if self.needs_recalibration():
+            count = min(RECALIBRATION_BATCHES, self.steps_per_epoch)
+            recalibrate_batchnorm(self.model, (self.batch(self.state.epoch, i)[0] for i in range(count)))
+        return evaluate(self.model, self.data.test_images, self.data.test_labels, self.data.mean, self.data.std)[:2]
+
     def end_epoch(self, lr):
         st, s = self.state, self.state.sums
         start = time.perf_counter()
-        if self.needs_recalibration():
-            count = min(RECALIBRATION_BATCHES, self.steps_per_epoch)
-            recalibrate_batchnorm(self.model, (self.batch(st.epoch, i)[0] for i in range(count)))
-        test_loss, test_acc, _ = evaluate(self.model, self.data.test_images, self.data.test_labels,
-                                          self.data.mean, self.data.std)
+        test_loss, test_acc = self.test()
         row = dict(epoch=st.epoch + 1, train_loss=s["loss"] / s["seen"], train_acc=s["correct"] / s["seen"],
                    test_loss=test_loss, test_acc=test_acc, lr=lr, seconds=s["seconds"],
                    eval_seconds=time.perf_counter() - start, images_per_second=s["seen"] / s["seconds"])
@@ -281,6 +340,35 @@ class Trainer:
         return EXIT_SIGNAL[self.stop_signal]
 
 
+class LinearProbe(Trainer):
+    """``--freeze-body``: only the classifier trains, on the frozen body's pooled features (N, F) computed
+    once (``transfer.extract_features``: eval mode, no augmentation).
+
+    The loop, schedule, loss, signals and checkpoints (of the whole network) are ``Trainer``'s; what differs
+    is the batch (features instead of images) and that SGD holds only the head's parameters, so every body
+    tensor, batch-norm statistics included, stays exactly as loaded."""
+
+    def __init__(self, args, config, data, model, run_dir, state=None, optimizer_state=None):
+        self.train_features = transfer.extract_features(model, data.train_images, data.mean, data.std, "train")
+        self.test_features = transfer.extract_features(model, data.test_images, data.mean, data.std, "test")
+        super().__init__(args, config, data, model, run_dir, state, optimizer_state)
+
+    def trainable_part(self, model):
+        """The model's dropout and classifier (``transfer.Head``), sharing its arrays."""
+        return transfer.Head(model)
+
+    def batch(self, epoch, index):
+        """Batch ``index`` of epoch ``epoch``: features (B, F) and labels (B,)."""
+        idx = self.batch_indices(epoch, index)
+        return self.train_features[idx], self.data.train_labels[idx]
+
+    def test(self):
+        """(loss, accuracy) of the head on the test features (the body's batch norm has nothing to recalibrate)."""
+        batches = (self.test_features[start:start + EVAL_BATCH_SIZE]
+                   for start in range(0, len(self.test_features), EVAL_BATCH_SIZE))
+        return score(self.trainable, batches, self.data.test_labels)[:2]
+
+
 def write_metrics(run_dir, history):
     text = "".join(json.dumps(row) + "\n" for row in history)
     atomic_write(os.path.join(run_dir, "metrics.jsonl"), lambda f: f.write(text.encode()))
@@ -301,32 +389,43 @@ def main(argv=None):
     if args.resume:
         checkpoint = resume_source(args.resume)
         config, model_state, optimizer_state, training = load_checkpoint(checkpoint)
-        if not training or "args" not in training:
+        if not training or "args" not in training or "epoch" not in training:
             raise TinyEffNetError(f"{checkpoint} holds weights only, no training state to resume from")
-        saved = training["args"]
+        saved = {**vars(parse_args([])), **training["args"]}     # defaults for flags newer than the run
         saved.update(resume=args.resume, epochs=args.epochs or saved["epochs"], data_dir=args.data_dir or saved["data_dir"])
         args = argparse.Namespace(**saved)
         run_dir = os.path.dirname(os.path.abspath(checkpoint))
         state = RunState(training["epoch"], training["step_in_epoch"], training["sums"], training["history"],
                          training["best_acc"])
     args.epochs = args.epochs or DEFAULT_EPOCHS
+    if args.lr is None:
+        args.lr = PRETRAINED_LR if args.pretrained else DEFAULT_LR
     validate(args)
     if not args.resume:
         num_classes = {"cifar100": 100}.get(args.dataset, 10)
         config = build_config(args, num_classes=num_classes)
         run_dir = args.out or os.path.join("runs", f"{args.dataset}-{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         os.makedirs(run_dir, exist_ok=True)
-    data = prepare_data(args, config.resolution)
-    model = EfficientNet(config, seed=args.seed)
+    data = prepare_data(args, None if args.freeze_body else config.resolution)
     if model_state is not None:
+        model = EfficientNet(config, seed=args.seed)
         load_into(model, model_state, args.resume)
         model.noise_rng.bit_generator.state = training["noise_rng"]
     else:
-        run_config = dict(args=vars(args), model=config.to_dict(), data_source=data.source, classes=data.classes)
+        model = transfer.pretrained_model(config, args.seed) if args.pretrained else EfficientNet(config, args.seed)
+        run_config = dict(args=vars(args), model=config.to_dict(), data_source=data.source, classes=data.classes,
+                          preprocess=dict(mean=data.mean.tolist(), std=data.std.tolist()))
         atomic_write(os.path.join(run_dir, "config.json"),
                      lambda f: f.write(json.dumps(run_config, indent=2).encode()))
-    trainer = Trainer(args, config, data, model, run_dir, state, optimizer_state)
-    print_plan(args, config, model, data, trainer, run_dir)
+    try:
+        print_plan(args, config, model, data, run_dir)
+        trainer = (LinearProbe if args.freeze_body else Trainer)(args, config, data, model, run_dir, state,
+                                                                  optimizer_state)
+    except KeyboardInterrupt:
+        print("\ninterrupted before training started (while computing the frozen body's features): no checkpoint "
+              "was written; run the command again", file=sys.stderr, flush=True)
+        return EXIT_SIGNAL[signal.SIGINT]
+    print_estimate(args, trainer)
     return trainer.run()
 
 
@@ -336,10 +435,20 @@ def architecture_note(config):
     return "faithful EfficientNet (stem stride 2, output stride 32)"
 
 
-def print_plan(args, config, model, data, trainer, run_dir):
+def transfer_note(args, config):
+    if not args.pretrained:
+        return "from scratch (random initialisation); images normalised with the training set's mean and std"
+    what = ("body frozen: only the classifier trains, on pooled features computed once (eval mode, no augmentation)"
+            if args.freeze_body else "fine-tuning every layer")
+    return (f"ImageNet weights of {config.name}, a new {config.num_classes}-class classifier; {what}; "
+            "images normalised as for ImageNet, (x − 127) / 128")
+
+
+def print_plan(args, config, model, data, run_dir):
     print(f"model     {config.name}: {model.num_parameters():,} parameters, width {config.width:.3g}, "
           f"depth {config.depth:.3g}, resolution {config.resolution}×{config.resolution}")
     print(f"          {architecture_note(config)}")
+    print(f"start     {transfer_note(args, config)}")
     print(f"data      {args.dataset}: {len(data.train_images):,} training and {len(data.test_images):,} test "
           f"images from {data.source}")
     print(f"recipe    SGD lr {args.lr} (warm-up {args.warmup_epochs} epochs, cosine decay), momentum "
@@ -347,6 +456,9 @@ def print_plan(args, config, model, data, trainer, run_dir):
           f"batch {args.batch_size}, label smoothing {args.label_smoothing}, dropout {config.dropout}, "
           f"drop connect {config.drop_connect}")
     print(f"run       {run_dir}", flush=True)
+
+
+def print_estimate(args, trainer):
     print("timing one step (the first call compiles the kernels; later runs reuse the cache)…", flush=True)
     step = trainer.measure_step_seconds()
     remaining = args.epochs * trainer.steps_per_epoch - (trainer.state.epoch * trainer.steps_per_epoch

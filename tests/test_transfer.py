@@ -1,0 +1,176 @@
+"""Transfer learning from the ImageNet Lite0 weights (``tinyeffnet.transfer``, ``train --pretrained``): the
+classifier is replaced and the body kept, ``--freeze-body`` touches nothing but the classifier, the runs'
+checkpoints work with the other commands, the ImageNet preprocessing is recorded and used, and flags that
+cannot go together are refused."""
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tinyeffnet import train, transfer
+from tinyeffnet.checkpoint import load_checkpoint, load_model
+from tinyeffnet.data import resize_images, synthetic_dataset
+from tinyeffnet.pretrained import PREPROCESS, load_pretrained
+from tinyeffnet.scaling import config_for_variant
+
+RESOLUTION = 32                     # lite0's smallest input (output stride 32): fast
+PRETRAINED = ["--dataset", "synthetic", "--variant", "lite0", "--pretrained", "--resolution", str(RESOLUTION),
+              "--batch-size", "32"]
+PROBE = [*PRETRAINED, "--freeze-body", "--subset", "256", "--test-subset", "128"]
+PROBE_EPOCHS = 6                    # steps of the probe take microseconds; the extraction takes the time
+
+
+def run(*args, check=True):
+    result = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def imagenet():
+    return load_pretrained("lite0").state_dict()
+
+
+@pytest.fixture(scope="module")
+def probe_run(tmp_path_factory):
+    """One linear-probe run shared by the tests that only read it."""
+    out = tmp_path_factory.mktemp("probe") / "run"
+    result = run("tinyeffnet.train", *PROBE, "--epochs", str(PROBE_EPOCHS), "--out", str(out))
+    return out, result
+
+
+def test_pretrained_model_has_a_new_head_on_the_imagenet_body(imagenet):
+    config = config_for_variant("lite0", num_classes=10, resolution=RESOLUTION)
+    state = transfer.pretrained_model(config).state_dict()
+    assert state["classifier.weight"].shape == (1280, 10) and state["classifier.bias"].shape == (10,)
+    assert set(state) == set(imagenet) and imagenet["classifier.weight"].shape == (1280, 1000)
+    for name, value in state.items():
+        if transfer.in_classifier(name):   # new, and zero
+            assert not value.any(), name
+        else:               # ImageNet's, batch-norm running statistics included
+            np.testing.assert_array_equal(value, imagenet[name], err_msg=name)
+
+
+def test_linear_probe_changes_only_the_classifier(probe_run, imagenet):
+    out, result = probe_run
+    assert "features" in result.stdout and "body frozen" in result.stdout
+    config, state, optimizer_state, training = load_checkpoint(out / "latest.npz")
+    assert (config.name, config.num_classes, config.resolution) == ("lite0", 10, RESOLUTION)
+    for name, value in state.items():
+        if transfer.in_classifier(name):
+            assert value.any(), f"{name} did not train"
+        else:
+            np.testing.assert_array_equal(value, imagenet[name], err_msg=f"{name} changed")
+    assert set(optimizer_state) == {"velocity.classifier.weight", "velocity.classifier.bias"}
+    assert training["history"][-1]["test_acc"] > 0.6          # chance is 0.1
+
+
+def test_pretrained_preprocessing_is_recorded_and_used(probe_run, tmp_path):
+    out, _ = probe_run
+    _, _, _, training = load_checkpoint(out / "best.npz")
+    assert np.allclose(training["preprocess"]["mean"], PREPROCESS["mean"])
+    assert np.allclose(training["preprocess"]["std"], PREPROCESS["std"])
+    recorded = json.loads((out / "config.json").read_text())["preprocess"]
+    assert recorded == {key: training["preprocess"][key] for key in ("mean", "std")}
+    # evaluate applies it: its accuracy is the one computed here with the ImageNet normalisation
+    info = json.loads(run("tinyeffnet.evaluate", str(out), "--json", "--out", str(tmp_path)).stdout)
+    ds = synthetic_dataset()
+    mean, std = transfer.preprocessing()
+    _, acc, _ = train.evaluate(load_model(out / "best.npz"), resize_images(ds.test_images, RESOLUTION),
+                               ds.test_labels, mean, std)
+    assert info["test_acc"] == acc > 0.6
+
+
+def test_prepare_data_normalises_as_the_weights_were_trained():
+    args = argparse.Namespace(dataset="synthetic", data_dir=None, subset=100, test_subset=10, per_class=None,
+                              pretrained=True)
+    data = train.prepare_data(args, RESOLUTION)
+    np.testing.assert_allclose(data.mean, PREPROCESS["mean"], rtol=1e-6)
+    np.testing.assert_allclose(data.std, PREPROCESS["std"], rtol=1e-6)
+    scratch = train.prepare_data(argparse.Namespace(**{**vars(args), "pretrained": False}), RESOLUTION)
+    assert not np.allclose(scratch.mean, data.mean)       # from scratch: the training images' own statistics
+
+
+@pytest.mark.slow
+def test_probe_checkpoint_predicts_and_exports(probe_run, tmp_path):
+    from PIL import Image
+    pytest.importorskip("safetensors")
+    out, _ = probe_run
+    image = tmp_path / "x.png"
+    Image.fromarray(synthetic_dataset().test_images[0]).save(image)
+    line = json.loads(run("tinyeffnet.predict", str(image), "--checkpoint", str(out), "--json").stdout)
+    assert line["top5"][0]["name"].startswith("class_") and len(line["top5"]) == 5
+    exported = tmp_path / "probe.safetensors"
+    run("tinyeffnet.export", "--checkpoint", str(out), str(exported))
+    again = json.loads(run("tinyeffnet.predict", str(image), "--checkpoint", str(exported), "--json").stdout)
+    assert [t["name"] for t in again["top5"]] == [t["name"] for t in line["top5"]]
+
+
+@pytest.mark.slow
+def test_fine_tuning_trains_the_body_and_evaluates(tmp_path, imagenet):
+    out = tmp_path / "fine"
+    result = run("tinyeffnet.train", *PRETRAINED, "--subset", "64", "--test-subset", "64", "--epochs", "1",
+                 "--out", str(out))
+    assert "fine-tuning every layer" in result.stdout and f"lr {train.PRETRAINED_LR} " in result.stdout
+    _, state, _, training = load_checkpoint(out / "latest.npz")
+    assert not np.array_equal(state["stem.weight"], imagenet["stem.weight"])
+    assert np.allclose(training["preprocess"]["mean"], PREPROCESS["mean"])
+    info = json.loads(run("tinyeffnet.evaluate", str(out), "--json", "--out", str(tmp_path)).stdout)
+    assert info["images"] == len(synthetic_dataset().test_labels)
+
+
+@pytest.mark.slow
+def test_interrupted_probe_resumes_to_the_same_weights(probe_run, tmp_path):
+    """SIGINT after the first epoch: latest.npz is written, exit 130; the resumed run ends bitwise equal."""
+    straight, _ = probe_run
+    out = tmp_path / "b"
+    command = [sys.executable, "-m", "tinyeffnet.train", *PROBE, "--epochs", str(PROBE_EPOCHS), "--out", str(out)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("epoch 1:"):
+            proc.send_signal(signal.SIGINT)
+            break
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and "resume with" in err, err
+    run("tinyeffnet.train", "--resume", str(out))
+    a, b = load_checkpoint(straight / "latest.npz")[1], load_checkpoint(out / "latest.npz")[1]
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_ctrl_c_while_extracting_features_says_nothing_was_saved(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "tinyeffnet.train", *PRETRAINED, "--freeze-body",
+                             "--out", str(tmp_path / "r")],     # all 2,000 + 500 synthetic images: seconds
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("run "):          # the plan's last line: the extraction comes next
+            proc.send_signal(signal.SIGINT)
+            break
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and "no checkpoint was written" in err and "Traceback" not in err, err
+    assert not (tmp_path / "r" / "latest.npz").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--variant", "lite0", "--freeze-body"], "--freeze-body trains only a new classifier"),
+    (["--phi", "0", "--pretrained"], "--phi names none"),
+    (["--pretrained"], "use --variant lite0 --pretrained"),
+    (["--variant", "b0", "--pretrained"], "no ImageNet weights are packaged"),
+    (["--variant", "lite0", "--pretrained", "--width", "0.5"], "--width changes the architecture"),
+    (["--variant", "lite0", "--pretrained", "--stem-stride", "1"], "--stem-stride 1"),
+    (["--variant", "lite0", "--pretrained", "--per-class", "0"], "--per-class must be at least 1"),
+])
+def test_bad_combinations_exit_2_with_a_clear_message(args, message, tmp_path):
+    result = run("tinyeffnet.train", "--dataset", "synthetic", "--out", str(tmp_path / "r"), *args, check=False)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_first_per_class_is_balanced_and_in_order():
+    labels = np.array([2, 0, 0, 1, 2, 0, 1, 1, 2, 2])
+    assert train.first_per_class(labels, 2).tolist() == [0, 1, 2, 3, 4, 6]

@@ -16,7 +16,8 @@ linear             ``(F_in, F_out)`` + bias     ``linear.py``
 =================  ===========================  ==========================
 
 Each file pairs ``*_forward`` with ``*_backward`` so the chain rule for one operation reads on one
-screen. Beside each file ``x.py`` sits its CUDA twin ``x_cuda.py`` (numba.cuda): the same functions with
+screen; ``elementwise.py`` (sums of tensors, in place or not) and ``sgd.py`` (the fused optimiser update)
+have no backward. Beside each file ``x.py`` sits its CUDA twin ``x_cuda.py`` (numba.cuda): the same functions with
 the same arguments, over device arrays, one GPU thread per output element or one block per reduced sum
 (``_device_cuda.py``). Nothing imports the twins unless asked: CPU use never needs CUDA
 (``tinyeffnet.device.require_cuda`` says what is missing; ``NUMBA_ENABLE_CUDASIM=1`` runs them without a GPU). The public functions check shapes and dtypes at the Python boundary (``_checks.py``) and then

@@ -1,12 +1,7 @@
 """The CUDA twins (``kernels/*_cuda.py``) against their CPU kernels, forward and backward, in float32.
 
-Without a GPU the twins run under Numba's CUDA simulator, which is read from ``NUMBA_ENABLE_CUDASIM=1``
-when ``numba.cuda`` is first imported, so it needs a process of its own:
-
-    NUMBA_ENABLE_CUDASIM=1 python -m pytest -m cuda     # these tests, in this process
-    python -m pytest                                     # ... run by test_twins_pass_under_the_simulator
-
-In a process where ``numba.cuda`` has neither the simulator nor a GPU, every test that needs a device
+Without a GPU the twins run under Numba's CUDA simulator, in a child process (``tests/cudasim.py``):
+in a process where ``numba.cuda`` has neither the simulator nor a GPU, every test that needs a device
 skips (the ``cuda`` fixture says why) and ``test_twins_pass_under_the_simulator`` runs this file in a
 child process with the simulator switched on. The simulator runs every GPU thread as a Python thread,
 so the shapes are tiny and hypothesis draws few examples.
@@ -14,10 +9,8 @@ so the shapes are tiny and hypothesis draws few examples.
 
 import inspect
 import os
-import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,8 +20,7 @@ from hypothesis import strategies as st
 # The CUDA twins import numba.cuda: without it (no numba-cuda, and a Numba without the built-in target), skip.
 numba_cuda = pytest.importorskip("numba.cuda", reason="numba.cuda is not importable: pip install 'tinyeffnet[cuda]'")
 
-from tinyeffnet.device import require_cuda
-from tinyeffnet.errors import TinyEffNetError
+from cudasim import NO_DEVICE, rerun_under_simulator
 from tinyeffnet.kernels import (
     activations,
     activations_cuda,
@@ -42,6 +34,8 @@ from tinyeffnet.kernels import (
     depthwise_cuda,
     dropout,
     dropout_cuda,
+    elementwise,
+    elementwise_cuda,
     linear,
     linear_cuda,
     loss,
@@ -52,16 +46,12 @@ from tinyeffnet.kernels import (
     pooling_cuda,
     scale,
     scale_cuda,
+    sgd,
+    sgd_cuda,
 )
 from tinyeffnet.scaling import BN_EPSILON, BN_MOMENTUM
 
 pytestmark = pytest.mark.cuda
-
-try:
-    require_cuda()
-    NO_DEVICE = None
-except TinyEffNetError as error:
-    NO_DEVICE = f"{error}. test_twins_pass_under_the_simulator runs these tests in a child process with it"
 
 TWINS = [
     (activations, activations_cuda),
@@ -70,13 +60,17 @@ TWINS = [
     (conv2d, conv2d_cuda),
     (depthwise, depthwise_cuda),
     (dropout, dropout_cuda),
+    (elementwise, elementwise_cuda),
     (linear, linear_cuda),
     (loss, loss_cuda),
     (pointwise, pointwise_cuda),
     (pooling, pooling_cuda),
     (scale, scale_cuda),
+    (sgd, sgd_cuda),
 ]
 TWIN_OF = {cpu.__name__: twin for cpu, twin in TWINS}
+# Public functions of the CPU files that are not kernels: geometry helpers and the host-drawn masks.
+HOST_HELPERS = {"check_window", "same_geometry", "dropout_mask", "drop_connect_mask"}
 
 # float32 on both sides; the two backends add in different orders.
 FORWARD = dict(atol=1e-5, rtol=1e-5)
@@ -126,20 +120,13 @@ def run_both(cuda, cpu_kernel, *args, tolerance):
 
 def test_twins_pass_under_the_simulator():
     """What CI runs: this file in a child process with the simulator on, when this process has no device."""
-    if not NO_DEVICE:
-        pytest.skip("this process runs the CUDA tests itself")
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-    command = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", __file__]
-    child = subprocess.run(command, cwd=Path(__file__).parents[1], env=env, capture_output=True, text=True)
-    report = child.stdout[-5000:] + child.stderr[-2000:]
-    assert child.returncode == 0, report
-    passed = re.search(r"(\d+) passed", child.stdout)
-    assert passed and int(passed.group(1)) > 0, report
+    rerun_under_simulator(__file__)
 
 
 def test_cpu_kernels_do_not_import_numba_cuda():
     imports = "".join(f"import {cpu.__name__}\n" for cpu, _ in TWINS)
-    code = f"import sys, tinyeffnet, tinyeffnet.model\n{imports}assert 'numba.cuda' not in sys.modules\n"
+    modules = "import sys, tinyeffnet, tinyeffnet.model, tinyeffnet.optim\n"
+    code = f"{modules}{imports}assert 'numba.cuda' not in sys.modules\n"
     env = {name: value for name, value in os.environ.items() if name != "NUMBA_ENABLE_CUDASIM"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
@@ -152,7 +139,7 @@ def test_every_kernel_has_a_twin_with_the_same_arguments(cpu, twin):
         if inspect.isfunction(f)
         and f.__module__ == cpu.__name__
         and not name.startswith("_")
-        and (name.endswith(("_forward", "_backward")) or name == "update_running_stats")
+        and name not in HOST_HELPERS
     ]
     assert kernels
     for name in kernels:
@@ -321,3 +308,35 @@ def test_dropout_and_drop_connect(cuda, rate):
     run_both(cuda, dropout.dropout_backward, mask, dy, tolerance=GRADIENT)
     run_both(cuda, dropout.drop_connect_forward, x, keep, tolerance=FORWARD)
     run_both(cuda, dropout.drop_connect_backward, keep, dy, tolerance=GRADIENT)
+
+
+# ---- whole-tensor arithmetic and the SGD update (in place: compared after the call) ----
+
+# Sizes: one element, and 130 > 2 blocks of 64 threads.
+@pytest.mark.parametrize("shape", [(1,), (2, 5, 13)])
+def test_elementwise(cuda, shape):
+    a, b = random(*shape), random(*shape, seed=1)
+    run_both(cuda, elementwise.add, a, b, tolerance=FORWARD)
+    assert elementwise_cuda.sum_of_squares(cuda.to_device(a)) == pytest.approx(elementwise.sum_of_squares(a), rel=1e-6)
+    in_place = [
+        (elementwise.add_into, elementwise_cuda.add_into, (b,)),
+        (elementwise.scale_into, elementwise_cuda.scale_into, (0.3,)),
+        (elementwise.fill, elementwise_cuda.fill, (-2.5,)),
+    ]
+    for on_cpu, on_device, args in in_place:
+        expected, got = a.copy(), cuda.to_device(a)
+        on_cpu(expected, *args)
+        on_device(got, *(cuda.to_device(x) if isinstance(x, np.ndarray) else x for x in args))
+        np.testing.assert_allclose(got.copy_to_host(), expected, **FORWARD)
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_sgd_update(cuda, nesterov, weight_decay):
+    param, grad, velocity = random(3, 50), random(3, 50, seed=1), random(3, 50, seed=2)
+    device_param, device_velocity = cuda.to_device(param), cuda.to_device(velocity)
+    hyper = dict(lr=0.1, momentum=0.9, weight_decay=weight_decay, nesterov=nesterov)
+    sgd.sgd_update(param, grad, velocity, **hyper)
+    sgd_cuda.sgd_update(device_param, cuda.to_device(grad), device_velocity, **hyper)
+    np.testing.assert_allclose(device_param.copy_to_host(), param, **FORWARD)
+    np.testing.assert_allclose(device_velocity.copy_to_host(), velocity, **FORWARD)

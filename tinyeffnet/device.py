@@ -4,7 +4,8 @@ The CUDA twins of the kernels (``kernels/*_cuda.py``) need ``numba.cuda`` and ei
 its driver or Numba's CUDA simulator, which runs every GPU thread as a Python thread: correct but slow,
 for reading and testing the kernels without a GPU. The simulator is switched on by
 ``NUMBA_ENABLE_CUDASIM=1`` in the environment, read when ``numba.cuda`` is first imported.
-Nothing else in tinyeffnet imports ``numba.cuda``: the CPU kernels and training never need it.
+Nothing else in tinyeffnet imports ``numba.cuda``: the CPU kernels and training never need it, and
+``model.to("cuda")`` (``tinyeffnet.backend``) calls ``require_cuda`` before it loads the CUDA twins.
 """
 
 import importlib

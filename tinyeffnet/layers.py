@@ -10,13 +10,18 @@ Every layer follows one small protocol, in the spirit of micrograd:
 Composite layers (``MBConv``, ``EfficientNet``) hold other layers as attributes, and
 ``named_parameters`` walks them to give every tensor a stable dotted name such as
 ``blocks.3.depthwise.weight``. Tensors are NHWC float32 (float64 for gradient checks).
+
+Every kernel call and every sum of tensors goes through ``self.backend`` (``tinyeffnet.backend``): the CPU's
+kernels by default, their CUDA twins after ``model.to("cuda")``, which moves the parameters, gradients and
+buffers to the GPU; activations then stay there too, since each kernel returns its result on its device.
 """
 
 import math
 
 import numpy as np
 
-from tinyeffnet.kernels import activations, batchnorm, batchnorm_act, conv2d, depthwise, dropout, linear, pointwise, pooling
+from tinyeffnet.backend import CPU, backend
+from tinyeffnet.kernels import dropout
 
 
 class Layer:
@@ -27,6 +32,7 @@ class Layer:
         self.grads = {}
         self.buffers = {}
         self.training = True
+        self.backend = CPU
         self.trace = None   # a list while tinyeffnet.summary records this layer's calls
 
     def __call__(self, x):
@@ -57,6 +63,10 @@ class Layer:
         self.params[name] = value
         self.grads[name] = np.zeros_like(value)
 
+    def accumulate(self, name, gradient):
+        """grads[name] += gradient, on the layer's device."""
+        self.backend.elementwise.add_into(self.grads[name], gradient)
+
     def children(self):
         """Direct sub-layers in definition order; lists of layers are numbered."""
         for name, value in vars(self).items():
@@ -86,8 +96,27 @@ class Layer:
         return dict(self._named("buffers"))
 
     def zero_grad(self):
-        for g in self.named_grads().values():
-            g.fill(0)
+        for _, layer in self.named_layers():
+            for g in layer.grads.values():
+                layer.backend.elementwise.fill(g, 0.0)
+
+    def to(self, device):
+        """Move this layer and its sub-layers to ``device`` ("cpu" or "cuda"): their parameters, gradients and
+        floating-point buffers become arrays of that device, and their kernels run there. Returns self.
+
+        Integer buffers (batch norm's step counter) stay on the host, where the loop counts. An optimiser
+        holds the arrays themselves: build it after the move."""
+        target = backend(device)
+        for _, layer in self.named_layers():
+            for arrays in (layer.params, layer.grads, layer.buffers):
+                for name, a in arrays.items():
+                    if not np.issubdtype(a.dtype, np.floating):
+                        continue
+                    if device == "cuda" and a.dtype != np.float32:
+                        raise TypeError(f"the CUDA kernels are float32, but this model is {a.dtype}")
+                    arrays[name] = target.to_device(a)
+            layer.backend = target
+        return self
 
     def train(self, mode=True):
         for _, layer in self.named_layers():
@@ -115,11 +144,11 @@ class Conv2d(Layer):
     def forward(self, x):
         if self.training:
             self.x = x
-        return conv2d.conv2d_forward(x, self.params["weight"], self.stride)
+        return self.backend.conv2d.conv2d_forward(x, self.params["weight"], self.stride)
 
     def backward(self, dy):
-        dx, dw = conv2d.conv2d_backward(self.release("x"), self.params["weight"], dy, self.stride)
-        self.grads["weight"] += dw
+        dx, dw = self.backend.conv2d.conv2d_backward(self.release("x"), self.params["weight"], dy, self.stride)
+        self.accumulate("weight", dw)
         return dx
 
     def macs(self, in_shape, out_shape):
@@ -138,11 +167,12 @@ class DepthwiseConv2d(Layer):
     def forward(self, x):
         if self.training:
             self.x = x
-        return depthwise.depthwise_conv_forward(x, self.params["weight"], self.stride)
+        return self.backend.depthwise.depthwise_conv_forward(x, self.params["weight"], self.stride)
 
     def backward(self, dy):
-        dx, dw = depthwise.depthwise_conv_backward(self.release("x"), self.params["weight"], dy, self.stride)
-        self.grads["weight"] += dw
+        dx, dw = self.backend.depthwise.depthwise_conv_backward(self.release("x"), self.params["weight"], dy,
+                                                                self.stride)
+        self.accumulate("weight", dw)
         return dx
 
     def macs(self, in_shape, out_shape):
@@ -160,11 +190,11 @@ class PointwiseConv2d(Layer):
     def forward(self, x):
         if self.training:
             self.x = x
-        return pointwise.pointwise_conv_forward(x, self.params["weight"])
+        return self.backend.pointwise.pointwise_conv_forward(x, self.params["weight"])
 
     def backward(self, dy):
-        dx, dw = pointwise.pointwise_conv_backward(self.release("x"), self.params["weight"], dy)
-        self.grads["weight"] += dw
+        dx, dw = self.backend.pointwise.pointwise_conv_backward(self.release("x"), self.params["weight"], dy)
+        self.accumulate("weight", dw)
         return dx
 
     def macs(self, in_shape, out_shape):
@@ -195,15 +225,16 @@ class BatchNorm(Layer):
         self.momentum_override = None
 
     def forward(self, x):
-        p, b = self.params, self.buffers
+        p, b, kernels = self.params, self.buffers, self.backend
         if not self.training:
-            return batchnorm_act.batchnorm_act_eval_forward(x, p["gamma"], p["beta"], b["running_mean"],
-                                                            b["running_var"], self.epsilon, self.activation)
-        y, mean, var = batchnorm_act.batchnorm_act_train_forward(x, p["gamma"], p["beta"], self.epsilon,
-                                                                 self.activation)
+            return kernels.batchnorm_act.batchnorm_act_eval_forward(
+                x, p["gamma"], p["beta"], b["running_mean"], b["running_var"], self.epsilon, self.activation)
+        y, mean, var = kernels.batchnorm_act.batchnorm_act_train_forward(x, p["gamma"], p["beta"], self.epsilon,
+                                                                         self.activation)
         self.x, self.mean, self.var = x, mean, var
-        b["running_mean"], b["running_var"] = batchnorm.update_running_stats(
-            b["running_mean"], b["running_var"], mean, var, x.size // x.shape[-1],
+        channels = x.shape[x.ndim - 1]   # (a device array's shape takes no negative index)
+        b["running_mean"], b["running_var"] = kernels.batchnorm.update_running_stats(
+            b["running_mean"], b["running_var"], mean, var, x.size // channels,
             self.momentum if self.momentum_override is None else self.momentum_override)
         b["num_batches_tracked"] += 1
         return y
@@ -211,17 +242,14 @@ class BatchNorm(Layer):
     def backward(self, dy):
         p = self.params
         x, mean, var = self.release("x", "mean", "var")
-        dx, dgamma, dbeta = batchnorm_act.batchnorm_act_train_backward(
+        dx, dgamma, dbeta = self.backend.batchnorm_act.batchnorm_act_train_backward(
             x, p["gamma"], p["beta"], mean, var, self.epsilon, dy, self.activation)
-        self.grads["gamma"] += dgamma
-        self.grads["beta"] += dbeta
+        self.accumulate("gamma", dgamma)
+        self.accumulate("beta", dbeta)
         return dx
 
 
-ACTIVATIONS = {
-    "swish": (activations.swish_forward, activations.swish_backward),
-    "relu6": (activations.relu6_forward, activations.relu6_backward),
-}
+ACTIVATIONS = ("swish", "relu6")   # each a pair <kind>_forward, <kind>_backward in kernels/activations.py
 
 
 class Activation(Layer):
@@ -232,28 +260,27 @@ class Activation(Layer):
         if kind not in ACTIVATIONS:
             raise ValueError(f"unknown activation {kind!r}; choose one of {', '.join(ACTIVATIONS)}")
         self.kind = kind
-        self._forward, self._backward = ACTIVATIONS[kind]
 
     def forward(self, x):
         if self.training:
             self.x = x
-        return self._forward(x)
+        return getattr(self.backend.activations, f"{self.kind}_forward")(x)
 
     def backward(self, dy):
-        return self._backward(self.release("x"), dy)
+        return getattr(self.backend.activations, f"{self.kind}_backward")(self.release("x"), dy)
 
 
 class Sigmoid(Layer):
     """σ(x) = 1 / (1 + e^(−x)): the gate of squeeze-and-excitation."""
 
     def forward(self, x):
-        y = activations.sigmoid_forward(x)
+        y = self.backend.activations.sigmoid_forward(x)
         if self.training:
             self.y = y
         return y
 
     def backward(self, dy):
-        return activations.sigmoid_backward(self.release("y"), dy)
+        return self.backend.activations.sigmoid_backward(self.release("y"), dy)
 
 
 class GlobalAvgPool(Layer):
@@ -261,16 +288,17 @@ class GlobalAvgPool(Layer):
 
     def forward(self, x):
         self.hw = x.shape[1:3]
-        return pooling.global_avg_pool_forward(x)
+        return self.backend.pooling.global_avg_pool_forward(x)
 
     def backward(self, dy):
-        return pooling.global_avg_pool_backward(dy, *self.hw)
+        return self.backend.pooling.global_avg_pool_backward(dy, *self.hw)
 
 
 class Dropout(Layer):
     """Inverted dropout on (N, F) features: zero each with probability ``rate`` while training.
 
-    ``rng`` is the model's noise generator (a ``numpy.random.Generator``), so runs are reproducible."""
+    ``rng`` is the model's noise generator (a ``numpy.random.Generator``), so runs are reproducible. The
+    mask is drawn on the host (and copied to the device), so one seed gives the same mask on every device."""
 
     def __init__(self, rate, rng):
         super().__init__()
@@ -280,11 +308,11 @@ class Dropout(Layer):
         if not self.training or self.rate == 0:
             self.mask = None
             return x
-        self.mask = dropout.dropout_mask(self.rng, x.shape, self.rate, x.dtype)
-        return dropout.dropout_forward(x, self.mask)
+        self.mask = self.backend.to_device(dropout.dropout_mask(self.rng, x.shape, self.rate, x.dtype))
+        return self.backend.dropout.dropout_forward(x, self.mask)
 
     def backward(self, dy):
-        return dy if self.mask is None else dropout.dropout_backward(self.mask, dy)
+        return dy if self.mask is None else self.backend.dropout.dropout_backward(self.mask, dy)
 
 
 class Linear(Layer):
@@ -304,12 +332,12 @@ class Linear(Layer):
     def forward(self, x):
         if self.training:
             self.x = x
-        return linear.linear_forward(x, self.params["weight"], self.params["bias"])
+        return self.backend.linear.linear_forward(x, self.params["weight"], self.params["bias"])
 
     def backward(self, dy):
-        dx, dw, db = linear.linear_backward(self.release("x"), self.params["weight"], dy)
-        self.grads["weight"] += dw
-        self.grads["bias"] += db
+        dx, dw, db = self.backend.linear.linear_backward(self.release("x"), self.params["weight"], dy)
+        self.accumulate("weight", dw)
+        self.accumulate("bias", db)
         return dx
 
     def macs(self, in_shape, out_shape):

@@ -46,14 +46,15 @@ class MBConv(Layer):
             return h
         self.keep = None
         if self.training and self.drop_rate > 0:
-            self.keep = dropout.drop_connect_mask(self.noise_rng, x.shape[0], self.drop_rate, x.dtype)
-            h = dropout.drop_connect_forward(h, self.keep)
-        return h + x
+            keep = dropout.drop_connect_mask(self.noise_rng, x.shape[0], self.drop_rate, x.dtype)
+            self.keep = self.backend.to_device(keep)     # drawn on the host: the same mask on every device
+            h = self.backend.dropout.drop_connect_forward(h, self.keep)
+        return self.backend.elementwise.add(h, x)
 
     def backward(self, dy):
         dh = dy
         if self.has_skip and self.keep is not None:
-            dh = dropout.drop_connect_backward(self.keep, dy)
+            dh = self.backend.dropout.drop_connect_backward(self.keep, dy)
         for layer in reversed(self.branch_layers()):
             dh = layer.backward(dh)
-        return dh + dy if self.has_skip else dh
+        return self.backend.elementwise.add(dh, dy) if self.has_skip else dh

@@ -12,6 +12,7 @@ linearly towards the model's rate.
 
 import numpy as np
 
+from tinyeffnet.backend import backend_of
 from tinyeffnet.layers import BatchNorm, Conv2d, Dropout, GlobalAvgPool, Layer, Linear, PointwiseConv2d
 from tinyeffnet.mbconv import MBConv
 
@@ -54,11 +55,14 @@ class EfficientNet(Layer):
                 self.classifier]
 
     def forward(self, x):
-        """x: (N, H, W, 3) normalised images → logits (N, num_classes)."""
-        if x.ndim != 4 or x.shape[-1] != IMAGE_CHANNELS:
+        """x: (N, H, W, 3) normalised images → logits (N, num_classes), on the model's device.
+
+        x may be a host (NumPy) array whatever the device: it is copied there (``model.to``)."""
+        if x.ndim != 4 or x.shape[3] != IMAGE_CHANNELS:
             raise ValueError(f"images must have shape (N, H, W, {IMAGE_CHANNELS}) (NHWC), got {x.shape}")
         if x.dtype != self.dtype:
             raise TypeError(f"images must be {self.dtype} like the model, got {x.dtype}")
+        x = self.backend.to_device(x)
         for layer in self.layers():
             x = layer(x)
         return x
@@ -73,12 +77,15 @@ class EfficientNet(Layer):
         return sum(p.size for p in self.named_parameters().values())
 
     def state_dict(self):
-        """Parameters and buffers by dotted name (the arrays themselves, not copies)."""
-        return {**self.named_parameters(), **self.named_buffers()}
+        """Parameters and buffers by dotted name, as NumPy arrays: on the CPU the arrays themselves, not
+        copies; after ``to("cuda")`` copies fetched from the GPU."""
+        state = {**self.named_parameters(), **self.named_buffers()}
+        return {name: backend_of(a).to_host(a) for name, a in state.items()}
 
     def load_state_dict(self, state):
-        """Copy ``state`` into the model; every name and shape must match (else ValueError naming the first)."""
-        own = self.state_dict()
+        """Copy ``state`` (host arrays) into the model, on its device; every name and shape must match (else
+        ValueError naming the first)."""
+        own = {**self.named_parameters(), **self.named_buffers()}
         for name, value in own.items():
             if name not in state:
                 raise ValueError(f"tensor {name!r} is missing from the weights (is it for another architecture?)")
@@ -89,4 +96,4 @@ class EfficientNet(Layer):
         if extra:
             raise ValueError(f"the weights hold tensor {extra[0]!r} that this model ({self.config.name}) does not have")
         for name, value in own.items():
-            value[...] = state[name]
+            backend_of(value).copy_into(value, state[name])

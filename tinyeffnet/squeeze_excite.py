@@ -12,7 +12,6 @@ the reduce and expand steps as 1×1 convolutions with bias on a 1×1 map; on the
 exactly linear layers, which is how they are written here.
 """
 
-from tinyeffnet.kernels import scale
 from tinyeffnet.layers import Activation, GlobalAvgPool, Layer, Linear, Sigmoid
 
 
@@ -29,9 +28,9 @@ class SqueezeExcite(Layer):
         g = self.gate(self.expand(self.act(self.reduce(self.pool(x)))))
         if self.training:
             self.x, self.g = x, g
-        return scale.channel_scale_forward(x, g)
+        return self.backend.scale.channel_scale_forward(x, g)
 
     def backward(self, dy):
-        dx, dg = scale.channel_scale_backward(*self.release("x", "g"), dy)
+        dx, dg = self.backend.scale.channel_scale_backward(*self.release("x", "g"), dy)
         ds = self.reduce.backward(self.act.backward(self.expand.backward(self.gate.backward(dg))))
-        return dx + self.pool.backward(ds)
+        return self.backend.elementwise.add(dx, self.pool.backward(ds))

@@ -34,8 +34,9 @@ from tinyeffnet import data as datasets
 from tinyeffnet import transfer
 from tinyeffnet.checkpoint import atomic_write, load_checkpoint, load_into, save_checkpoint
 from tinyeffnet.cli import add_model_arguments, build_config, run_cli
+from tinyeffnet.device import require_cuda
 from tinyeffnet.errors import TinyEffNetError
-from tinyeffnet.kernels.loss import cross_entropy_backward, cross_entropy_forward
+from tinyeffnet.kernels.loss import cross_entropy_forward
 from tinyeffnet.layers import recalibrate_batchnorm
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.optim import SGD, clip_grad_norm, learning_rate
@@ -104,7 +105,9 @@ def validate(args):
     if args.weight_decay < 0 or args.warmup_epochs < 0:
         raise TinyEffNetError("--weight-decay and --warmup-epochs must not be negative")
     if args.device == "cuda":
-        raise TinyEffNetError("--device cuda is not available in this version of tinyeffnet; train with --device cpu")
+        if args.freeze_body:
+            raise TinyEffNetError("--freeze-body computes the body's features on the CPU; leave out --device cuda")
+        require_cuda()
     transfer.check_arguments(args)
 
 
@@ -166,7 +169,7 @@ def score(model, batches, labels):
     for x in batches:
         y = labels[seen:seen + len(x)]
         seen += len(x)
-        logits = model.forward(x)
+        logits = model.backend.to_host(model.forward(model.backend.to_device(x)))
         loss, _ = cross_entropy_forward(logits, y)
         total_loss += loss * len(y)
         predictions.append(np.argmax(logits, axis=1))
@@ -178,20 +181,23 @@ def train_step(model, optimizer, x, y, lr, label_smoothing=0.0, clip_norm=None):
     """One SGD step of ``model`` on the batch x, y (N,): forward, loss, backward, clip, update. x is what the
     model takes: images (N, H, W, 3) for a network, pooled features (N, F) for a ``transfer.Head``.
 
-    Returns ``(loss, correct)``; a loss that is not finite is returned before the backward pass, with no
-    parameter changed, so the caller can stop."""
+    x and y are host arrays; on a model moved to the GPU they are copied there, and only the loss and the
+    logits (N, K) come back. Returns ``(loss, correct)``; a loss that is not finite is returned before the
+    backward pass, with no parameter changed, so the caller can stop."""
     model.train()
     model.zero_grad()
-    logits = model.forward(x)
-    loss, probs = cross_entropy_forward(logits, y, label_smoothing)
+    backend = model.backend
+    labels = backend.to_device(y)
+    logits = model.forward(backend.to_device(x))
+    loss, probs = backend.loss.cross_entropy_forward(logits, labels, label_smoothing)
     if not np.isfinite(loss):
         return loss, 0
-    model.backward(cross_entropy_backward(probs, y, label_smoothing))
+    model.backward(backend.loss.cross_entropy_backward(probs, labels, label_smoothing))
     if clip_norm:
         clip_grad_norm(optimizer.grads, clip_norm)
     optimizer.lr = lr
     optimizer.step()
-    return loss, int(np.sum(np.argmax(logits, axis=1) == y))
+    return loss, int(np.sum(np.argmax(backend.to_host(logits), axis=1) == y))
 
 
 class Trainer:
@@ -417,6 +423,7 @@ def main(argv=None):
                           preprocess=dict(mean=data.mean.tolist(), std=data.std.tolist()))
         atomic_write(os.path.join(run_dir, "config.json"),
                      lambda f: f.write(json.dumps(run_config, indent=2).encode()))
+    model.to(args.device)     # parameters, gradients and batch-norm statistics; SGD's state follows them
     try:
         print_plan(args, config, model, data, run_dir)
         trainer = (LinearProbe if args.freeze_body else Trainer)(args, config, data, model, run_dir, state,

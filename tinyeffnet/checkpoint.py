@@ -84,6 +84,16 @@ def checkpoint_path(path):
     return os.path.join(path, "best.npz") if os.path.isdir(path) else path
 
 
+def check_header(meta, path, format_name, newest):
+    """Refuse file metadata ``meta`` that is not of ``format_name`` or is newer than version ``newest``."""
+    if not isinstance(meta, dict) or meta.get("format") != format_name:
+        raise TinyEffNetError(f"{path} is not a tinyeffnet file of this kind (no '{format_name}' header)")
+    version = meta.get("version")
+    if not isinstance(version, int) or version > newest:
+        raise TinyEffNetError(f"{path} has {format_name} format version {version!r}, newer than this tinyeffnet "
+                              f"reads (up to {newest}); upgrade tinyeffnet to load it")
+
+
 def load_checkpoint(path):
     """Read a checkpoint: ``(config, model_state, optimizer_state, training)``; any problem is a TinyEffNetError."""
     path = os.fspath(path)
@@ -100,12 +110,7 @@ def load_checkpoint(path):
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, AttributeError) as e:
         raise TinyEffNetError(f"{path} is not a readable tinyeffnet checkpoint ({type(e).__name__}: {e}); "
                               "it may be truncated or from another program") from e
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise TinyEffNetError(f"{path} is not a tinyeffnet checkpoint (no '{FORMAT}' header)")
-    version = meta.get("version")
-    if not isinstance(version, int) or version > VERSION:
-        raise TinyEffNetError(f"{path} has checkpoint format version {version!r}, newer than this tinyeffnet reads "
-                              f"(up to {VERSION}); upgrade tinyeffnet to load it")
+    check_header(meta, path, FORMAT, VERSION)
     config = config_from_dict(meta.get("config"), path)
     model_state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
     optimizer_state = {k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}

@@ -33,8 +33,8 @@ import argparse
 import json
 import sys
 
-from tinyeffnet.checkpoint import (SAFETENSORS_SUFFIX, atomic_write, checkpoint_path, config_from_dict, load_checkpoint,
-                                   load_into)
+from tinyeffnet.checkpoint import (SAFETENSORS_SUFFIX, atomic_write, check_header, checkpoint_path, config_from_dict,
+                                   load_checkpoint, load_into)
 from tinyeffnet.cli import run_cli
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.model import EfficientNet
@@ -97,12 +97,7 @@ def tinyeffnet_metadata(metadata, path):
         meta = json.loads(metadata[METADATA_KEY])
     except ValueError as e:
         raise TinyEffNetError(f"{path} has malformed tinyeffnet metadata ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise TinyEffNetError(f"{path} has '{METADATA_KEY}' metadata that is not a '{FORMAT}' header")
-    version = meta.get("version")
-    if not isinstance(version, int) or version > VERSION:
-        raise TinyEffNetError(f"{path} has tinyeffnet safetensors version {version!r}, newer than this tinyeffnet "
-                              f"reads (up to {VERSION}); upgrade tinyeffnet to load it")
+    check_header(meta, path, FORMAT, VERSION)
     training = meta.get("training")
     if training is not None and not isinstance(training, dict):
         raise TinyEffNetError(f"{path} has malformed tinyeffnet metadata (training: {training!r})")

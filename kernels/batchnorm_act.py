@@ -29,6 +29,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._checks import check_array, check_shape
+from .batchnorm import _check_channel_vectors, _check_eps, _check_x
 from .activations import RELU6_CAP
 
 IDENTITY, SWISH, RELU6 = 0, 1, 2
@@ -132,20 +133,13 @@ def _backward(x, scale, shift, mean, inv_std, dz, activation, dx, sums):
 
 
 def _check(x, eps, activation, **vectors):
-    """Check the common arguments; return x, its (M, C) view and the (C,) vectors in order."""
+    """Check the common arguments (batch norm's own checks, plus the activation's name); return x, its
+    (M, C) view and the (C,) vectors in order."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
-    if not eps > 0:
-        raise ValueError(f"eps must be positive, got {eps}")
-    x = check_array("x", x)
-    if x.ndim < 2 or x.size == 0:
-        raise ValueError(f"x must have shape (..., C) with at least two axes and no empty axis, got {x.shape}")
-    checked = []
-    for name, v in vectors.items():
-        v = check_array(name, v, ndim=1, dtype=x.dtype)
-        check_shape(name, v, (x.shape[-1],))
-        checked.append(v)
-    return x, x.reshape(-1, x.shape[-1]), checked
+    _check_eps(eps)
+    x, x2 = _check_x(x)
+    return x, x2, _check_channel_vectors(x.dtype, x.shape[-1], **vectors)
 
 
 def _scale_shift(gamma, beta, mean, var, eps):

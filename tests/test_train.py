@@ -74,18 +74,25 @@ def test_evaluate_and_predict(trained, tmp_path):
     assert result.returncode == 2 and "cannot read image" in result.stderr and "Traceback" not in result.stderr
 
 
+def signal_when(args, prefix, sig):
+    """Start a tiny training run, send it ``sig`` when it prints a line starting with ``prefix``, and
+    return (exit status, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "tinyeffnet.train", *TINY, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith(prefix):
+            proc.send_signal(sig)
+            break
+    _, err = proc.communicate(timeout=300)
+    return proc.returncode, err
+
+
 def test_interrupt_and_resume_equal_an_uninterrupted_run(trained, tmp_path):
     """SIGINT mid-run: the step finishes, latest.npz is written, exit 130; resuming ends bitwise equal."""
     straight, _ = trained
     out = tmp_path / "b"
-    proc = subprocess.Popen([sys.executable, "-m", "tinyeffnet.train", *TINY, "--epochs", "3", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:
-        if line.startswith("epoch 1:"):
-            proc.send_signal(signal.SIGINT)
-            break
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err
+    returncode, err = signal_when(["--epochs", "3", "--out", str(out)], "epoch 1:", signal.SIGINT)
+    assert returncode == 130, err
     assert "resume with: python -m tinyeffnet.train --resume" in err
     _, _, _, training = load_checkpoint(out / "latest.npz")
     assert training["epoch"] == 1 and training["step_in_epoch"] >= 1      # saved in the middle of epoch 2
@@ -99,14 +106,8 @@ def test_interrupt_and_resume_equal_an_uninterrupted_run(trained, tmp_path):
 
 def test_sigterm_exits_143_with_a_checkpoint(tmp_path):
     out = tmp_path / "c"
-    proc = subprocess.Popen([sys.executable, "-m", "tinyeffnet.train", *TINY, "--epochs", "50", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:
-        if line.startswith("estimate"):
-            proc.send_signal(signal.SIGTERM)
-            break
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 143, err
+    returncode, err = signal_when(["--epochs", "50", "--out", str(out)], "estimate", signal.SIGTERM)
+    assert returncode == 143, err
     assert load_checkpoint(out / "latest.npz")[3]["epoch"] == 0
 
 

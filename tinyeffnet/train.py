@@ -46,7 +46,7 @@ from tinyeffnet.progress import Progress, format_seconds
 EVAL_BATCH_SIZE = 256
 RECALIBRATION_BATCHES = 10          # batches averaged by recalibrate_batchnorm before a short run's evaluation
 RECALIBRATION_HORIZON = 10          # …while fewer than 10 / (1 − momentum) steps have been trained
-DEFAULT_EPOCHS = 30
+DEFAULT_EPOCHS = 60
 DEFAULT_LR = 0.1
 PRETRAINED_LR = 0.003              # default peak rate from ImageNet weights, as Big Transfer (see tinyeffnet.transfer)
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}

@@ -1,0 +1,109 @@
+"""The PyTorch column of the README's CIFAR-10 accuracy table: tinyeffnet's default recipe, run with torch and
+the reference EfficientNet (PyPI ``efficientnet_pytorch``), for comparison only.
+
+Run it with a Python that has torch and efficientnet_pytorch besides tinyeffnet's own dependencies (torch is
+never a dependency of tinyeffnet), from the repository root:
+
+    PYTHONPATH=. /path/to/torch-env/bin/python -m tinyeffnet.train_torch --data-dir ../shared/data \\
+        --epochs 15 --threads 1 --out runs/torch-b0
+
+The recipe is the same by construction, not by copy: the data, the augmentation (``random_crop_flip`` with
+the same seeds), the normalisation and the learning-rate schedule are tinyeffnet's own functions, and the
+constants are ``tinyeffnet.train``'s defaults. What differs is the model (the reference's B0, with its own
+initialisation, batch-norm momentum 0.01 in PyTorch's sense = 0.99 in the paper's, dropout 0.2 and drop
+connect 0.2) and the engine. Each epoch appends one JSON object to ``OUT/metrics.jsonl`` with the same keys
+``tinyeffnet.train`` writes (``epoch``, ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc``, ``lr``,
+``seconds`` of training steps, ``eval_seconds``, ``images_per_second``), so one plot can show both runs.
+"""
+
+import argparse
+import importlib.metadata
+import json
+import os
+import time
+
+import numpy as np
+
+from tinyeffnet import data as datasets
+from tinyeffnet.optim import learning_rate
+from tinyeffnet.train import DEFAULT_LR, EVAL_BATCH_SIZE, parse_args as tinyeffnet_defaults
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m tinyeffnet.train_torch", description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir")
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--subset", type=int, help="first N training and test images only (a quick check)")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    recipe = tinyeffnet_defaults([])          # batch size, momentum, weight decay, warm-up, label smoothing
+
+    import efficientnet_pytorch
+    import torch
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    ds = datasets.load_dataset("cifar10", args.data_dir, download=False)
+    if args.subset:
+        ds = datasets.Dataset(**{k: v[:args.subset] if isinstance(v, np.ndarray) else v for k, v in vars(ds).items()})
+    mean, std = datasets.channel_stats(ds.train_images)
+    model = efficientnet_pytorch.EfficientNet.from_name("efficientnet-b0", num_classes=10, image_size=32)
+    decay = [p for p in model.parameters() if p.ndim > 1]          # conv and dense weights, as tinyeffnet
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]      # batch norm and biases
+    optimizer = torch.optim.SGD([dict(params=decay, weight_decay=recipe.weight_decay),
+                                 dict(params=no_decay, weight_decay=0.0)],
+                                lr=DEFAULT_LR, momentum=recipe.momentum, nesterov=recipe.nesterov)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+
+    def to_torch(images):                     # (N, H, W, 3) uint8 → normalised (N, 3, H, W) float32
+        return torch.from_numpy(datasets.normalize(images, mean, std)).permute(0, 3, 1, 2).contiguous()
+
+    steps_per_epoch = len(ds.train_labels) // recipe.batch_size
+    total, warmup = steps_per_epoch * args.epochs, int(round(recipe.warmup_epochs * steps_per_epoch))
+    os.makedirs(args.out, exist_ok=True)
+    for epoch in range(args.epochs):
+        start = time.perf_counter()
+        model.train()
+        order = np.random.default_rng([args.seed, epoch]).permutation(len(ds.train_labels))
+        loss_sum = correct = 0.0
+        for i in range(steps_per_epoch):
+            idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size]
+            x = to_torch(datasets.random_crop_flip(ds.train_images[idx],
+                                                   np.random.default_rng([args.seed, epoch, i])))
+            y = torch.from_numpy(ds.train_labels[idx].astype(np.int64))
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(epoch * steps_per_epoch + i, total, DEFAULT_LR, warmup)
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+        train_seconds, start = time.perf_counter() - start, time.perf_counter()
+        model.eval()
+        test_loss = test_correct = 0.0
+        with torch.inference_mode():
+            for s in range(0, len(ds.test_labels), EVAL_BATCH_SIZE):
+                logits = model(to_torch(ds.test_images[s:s + EVAL_BATCH_SIZE]))
+                y = torch.from_numpy(ds.test_labels[s:s + EVAL_BATCH_SIZE].astype(np.int64))
+                test_loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
+                test_correct += (logits.argmax(1) == y).sum().item()
+        seen, n_test = steps_per_epoch * recipe.batch_size, len(ds.test_labels)
+        row = dict(epoch=epoch + 1, train_loss=loss_sum / seen, train_acc=correct / seen,
+                   test_loss=test_loss / n_test, test_acc=test_correct / n_test, lr=group["lr"],
+                   seconds=train_seconds, eval_seconds=time.perf_counter() - start,
+                   images_per_second=seen / train_seconds)
+        with open(os.path.join(args.out, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"epoch {epoch + 1}/{args.epochs}: test {100 * row['test_acc']:.2f}%  "
+              f"({row['seconds']:.0f} s, {row['images_per_second']:.0f} img/s)", flush=True)
+    with open(os.path.join(args.out, "versions.json"), "w") as f:
+        json.dump(dict(torch=torch.__version__, efficientnet_pytorch=importlib.metadata.version("efficientnet_pytorch"),
+                       numpy=np.__version__, threads=args.threads, epochs=args.epochs), f)
+
+
+if __name__ == "__main__":
+    main()

@@ -20,11 +20,14 @@ import argparse
 import importlib.metadata
 import json
 import os
+import sys
 import time
 
 import numpy as np
 
 from tinyeffnet import data as datasets
+from tinyeffnet.cli import run_cli
+from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.optim import learning_rate
 from tinyeffnet.train import DEFAULT_LR, EVAL_BATCH_SIZE, parse_args as tinyeffnet_defaults
 
@@ -40,8 +43,13 @@ def main(argv=None):
     args = p.parse_args(argv)
     recipe = tinyeffnet_defaults([])          # batch size, momentum, weight decay, warm-up, label smoothing
 
-    import efficientnet_pytorch
-    import torch
+    try:
+        import efficientnet_pytorch
+        import torch
+    except ImportError as e:
+        raise TinyEffNetError(f"{e.name} is not installed in this Python ({sys.executable}): run this script with "
+                              "the Python of a side environment that has torch and efficientnet_pytorch "
+                              "(torch is never a dependency of tinyeffnet)") from None
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
@@ -106,4 +114,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -75,9 +75,9 @@ def test_evaluate_and_predict(trained, tmp_path):
 
 
 def signal_when(args, prefix, sig):
-    """Start a tiny training run, send it ``sig`` when it prints a line starting with ``prefix``, and
-    return (exit status, stderr)."""
-    proc = subprocess.Popen([sys.executable, "-m", "tinyeffnet.train", *TINY, *args],
+    """Start ``python -m tinyeffnet.train *args``, send it ``sig`` when it prints a line starting with
+    ``prefix``, and return (exit status, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "tinyeffnet.train", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
         if line.startswith(prefix):
@@ -91,7 +91,7 @@ def test_interrupt_and_resume_equal_an_uninterrupted_run(trained, tmp_path):
     """SIGINT mid-run: the step finishes, latest.npz is written, exit 130; resuming ends bitwise equal."""
     straight, _ = trained
     out = tmp_path / "b"
-    returncode, err = signal_when(["--epochs", "3", "--out", str(out)], "epoch 1:", signal.SIGINT)
+    returncode, err = signal_when([*TINY, "--epochs", "3", "--out", str(out)], "epoch 1:", signal.SIGINT)
     assert returncode == 130, err
     assert "resume with: python -m tinyeffnet.train --resume" in err
     _, _, _, training = load_checkpoint(out / "latest.npz")
@@ -106,7 +106,7 @@ def test_interrupt_and_resume_equal_an_uninterrupted_run(trained, tmp_path):
 
 def test_sigterm_exits_143_with_a_checkpoint(tmp_path):
     out = tmp_path / "c"
-    returncode, err = signal_when(["--epochs", "50", "--out", str(out)], "estimate", signal.SIGTERM)
+    returncode, err = signal_when([*TINY, "--epochs", "50", "--out", str(out)], "estimate", signal.SIGTERM)
     assert returncode == 143, err
     assert load_checkpoint(out / "latest.npz")[3]["epoch"] == 0
 

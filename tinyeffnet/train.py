@@ -9,11 +9,13 @@ each epoch the model is evaluated on the test set in eval mode, and the run fold
     latest.npz       the checkpoint after the last epoch (or the step where it was interrupted)
     best.npz         the checkpoint with the best test accuracy so far
     curves.png       loss and accuracy per epoch
+    features.npz     with --freeze-body: the body's features, reused by --resume or the same --out (``transfer``)
 
 Reproducibility: the shuffling of epoch e and the augmentation of batch b are drawn from generators
 seeded by (seed, e) and (seed, e, b), and dropout draws from the model's own generator, whose state is
 saved in every checkpoint; so the same seed and thread count give the same run, also across a resume.
-Ctrl-C (or SIGTERM) finishes the current step, saves ``latest.npz`` and prints how to resume.
+Ctrl-C (or SIGTERM) finishes the current step, saves ``latest.npz`` and prints how to resume; before the
+first step (while a linear probe extracts its features) it stops at once, keeping the features finished.
 
 Transfer learning (``--variant lite0 --pretrained``, optionally ``--freeze-body``): the network starts from
 ImageNet weights with a new classifier, and with ``--freeze-body`` only that classifier trains, on features
@@ -348,15 +350,18 @@ class Trainer:
 
 class LinearProbe(Trainer):
     """``--freeze-body``: only the classifier trains, on the frozen body's pooled features (N, F) computed
-    once (``transfer.extract_features``: eval mode, no augmentation).
+    once per run folder (``transfer.cached_features``: eval mode, no augmentation).
 
     The loop, schedule, loss, signals and checkpoints (of the whole network) are ``Trainer``'s; what differs
     is the batch (features instead of images) and that SGD holds only the head's parameters, so every body
     tensor, batch-norm statistics included, stays exactly as loaded."""
 
     def __init__(self, args, config, data, model, run_dir, state=None, optimizer_state=None):
-        self.train_features = transfer.extract_features(model, data.train_images, data.mean, data.std, "train")
-        self.test_features = transfer.extract_features(model, data.test_images, data.mean, data.std, "test")
+        splits = dict(train=(data.train_images, data.train_labels), test=(data.test_images, data.test_labels))
+        selection = {name: getattr(args, name) for name in ("dataset", "subset", "per_class", "test_subset")}
+        features = transfer.cached_features(os.path.join(run_dir, transfer.FEATURES_FILE), model, splits,
+                                            data.mean, data.std, selection)
+        self.train_features, self.test_features = features["train"], features["test"]
         super().__init__(args, config, data, model, run_dir, state, optimizer_state)
 
     def trainable_part(self, model):
@@ -387,6 +392,29 @@ def resume_source(path):
     if not os.path.isfile(path):
         raise TinyEffNetError(f"nothing to resume: {path} does not exist")
     return path
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM (``signum``) before training started."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_now(signum, frame):
+    """The handler of SIGINT and SIGTERM until the ``Trainer`` installs its own: stop at once."""
+    raise Interrupted(signum)
+
+
+def interrupted_before_training(args, run_dir):
+    """What a signal before the first step leaves: no checkpoint, and with --freeze-body a features cache that a
+    run in the same folder reuses."""
+    if not args.freeze_body:
+        return "interrupted before training started: no checkpoint was written; run the command again"
+    again = "run the command again" if args.out or args.resume else f"run the command again with --out {run_dir}"
+    return ("interrupted before training started (while computing the frozen body's features): no checkpoint was "
+            f"written; {again} to reuse the features finished so far")
 
 
 def main(argv=None):
@@ -424,14 +452,16 @@ def main(argv=None):
         atomic_write(os.path.join(run_dir, "config.json"),
                      lambda f: f.write(json.dumps(run_config, indent=2).encode()))
     model.to(args.device)     # parameters, gradients and batch-norm statistics; SGD's state follows them
+    for sig in EXIT_SIGNAL:
+        signal.signal(sig, stop_now)
     try:
         print_plan(args, config, model, data, run_dir)
         trainer = (LinearProbe if args.freeze_body else Trainer)(args, config, data, model, run_dir, state,
                                                                   optimizer_state)
-    except KeyboardInterrupt:
-        print("\ninterrupted before training started (while computing the frozen body's features): no checkpoint "
-              "was written; run the command again", file=sys.stderr, flush=True)
-        return EXIT_SIGNAL[signal.SIGINT]
+    except Interrupted as e:
+        print(f"\n{signal.Signals(e.signum).name}: {interrupted_before_training(args, run_dir)}", file=sys.stderr,
+              flush=True)
+        return EXIT_SIGNAL[e.signum]
     print_estimate(args, trainer)
     return trainer.run()
 

@@ -14,6 +14,13 @@ things trains:
                    is one (B, 1280) @ (1280, K) product instead of a pass through the network, so the
                    extraction is what takes the time (minutes on a CPU).
 
+The probe keeps the features in its run folder (``features.npz``: each split's (N, F) float32 features
+and (N,) labels, and the key they were computed for; 300 MB for CIFAR-10), so ``--resume`` and a run with
+the same ``--out`` reuse them instead of extracting again. The key holds digests of the body's weights and
+of the images, the resolution and the preprocessing; a cache for another key, or an unreadable one, is
+ignored with a line saying why. Interrupted (Ctrl-C, SIGTERM), the extraction saves the rows it finished,
+and the next run continues from there. A fresh run folder starts without a cache.
+
 Two things must match what the body was trained with:
 
 * the preprocessing: (x − 127) / 128 per channel (``pretrained.PREPROCESS``), not the dataset's own mean
@@ -24,11 +31,18 @@ Two things must match what the body was trained with:
   CIFAR's 32×32 images are upscaled once (bicubic) to ``--resolution``, as for φ > 0.
 """
 
+import hashlib
+import json
+import os
+import sys
 import time
+import zipfile
+from dataclasses import dataclass
 
 import numpy as np
 
 from tinyeffnet import data as datasets
+from tinyeffnet.checkpoint import atomic_write
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.layers import Layer
 from tinyeffnet.model import EfficientNet
@@ -38,6 +52,9 @@ from tinyeffnet.progress import Progress, format_seconds
 CLASSIFIER = "classifier"          # the one layer a pretrained model does not keep
 FEATURE_BATCH_SIZE = 64            # images per forward pass while extracting features
 ARCHITECTURE_FLAGS = ("width", "depth")
+FEATURES_FILE = "features.npz"     # the linear probe's cache, in the run folder
+FEATURES_FORMAT, FEATURES_VERSION = "tinyeffnet-features", 1
+KEY, LABELS = "__key__", "_labels"  # the cache's JSON key, and the suffix of each split's labels
 
 
 def check_arguments(args):
@@ -111,26 +128,141 @@ class Head(Layer):
         return self.dropout.backward(self.classifier.backward(dlogits))
 
 
-def extract_features(model, images, mean, std, name, batch_size=FEATURE_BATCH_SIZE):
-    """The frozen body's pooled features of ``images`` (N, h, w, 3) uint8 → (N, F) float32.
+@dataclass
+class Features:
+    """One split's pooled features as far as they are computed: the first ``done`` rows of ``values`` (N, F)."""
+    values: np.ndarray
+    done: int = 0
+
+
+def extract_features(model, images, mean, std, name, features, batch_size=FEATURE_BATCH_SIZE):
+    """Fill in the frozen body's pooled features of ``images`` (N, h, w, 3) uint8: ``features.values``
+    (N, F) from row ``features.done`` (< N) on.
 
     Evaluation mode (running batch-norm statistics, no dropout), no augmentation. Each batch is resized
     to the model's resolution on the way in, so the upscaled dataset never has to fit in memory at once.
-    Prints a progress line (``name``: "train", "test") every few seconds."""
+    ``features.done`` moves on after each batch, so an interrupted extraction leaves in ``features`` the
+    rows it finished. Prints a line when it starts and a progress line (``name``: "train", "test") every
+    few seconds."""
+    first, total = features.done, len(images)
     model.eval()
     layers, size = body_layers(model), model.config.resolution
-    features = np.empty((len(images), model.config.head_channels), model.dtype)
-    progress = Progress(len(images), f"features of the {name} images at {size}×{size}")
+    print(f"features  {total - first:,} {name} images" + (f" (from image {first + 1:,} on)" if first else "")
+          + f" through the frozen body at {size}×{size}, {batch_size} at a time…", flush=True)
+    progress = Progress(total - first, f"features of the {name} images at {size}×{size}")
     start_time = time.perf_counter()
-    for start in range(0, len(images), batch_size):
-        x = datasets.normalize(datasets.resize_images(images[start:start + batch_size], size), mean, std)
-        x = x.astype(model.dtype, copy=False)
-        for layer in layers:
-            x = layer(x)
-        features[start:start + len(x)] = x
-        progress.update(start + len(x))
-    progress.close()
+    try:
+        for start in range(first, total, batch_size):
+            x = datasets.normalize(datasets.resize_images(images[start:start + batch_size], size), mean, std)
+            x = x.astype(model.dtype, copy=False)
+            for layer in layers:
+                x = layer(x)
+            features.values[start:start + len(x)] = x
+            features.done = start + len(x)
+            progress.update(features.done - first)
+    finally:
+        progress.close()
     seconds = time.perf_counter() - start_time
-    print(f"features  {len(images):,} {name} images → {features.shape} in {format_seconds(seconds)} "
-          f"({len(images) / seconds:.0f} img/s)", flush=True)
+    print(f"features  {total - first:,} {name} images → {features.values.shape[1]} features each in "
+          f"{format_seconds(seconds)} ({(total - first) / seconds:.0f} img/s)", flush=True)
+
+
+# --- the cache: features.npz in the run folder ------------------------------------------------------------
+def digest(arrays):
+    """SHA-256 (hex) of a dict name → array: names, shapes, dtypes and bytes; equal only for equal arrays."""
+    h = hashlib.sha256()
+    for name, a in arrays.items():
+        h.update(f"{name} {a.shape} {a.dtype.str};".encode())
+        h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()
+
+
+def features_key(model, splits, mean, std, selection):
+    """Everything the features depend on, as JSON values: the body's weights (batch-norm statistics
+    included), the images and labels of every split, the resolution and the preprocessing (``mean``, ``std``
+    (3,)). ``selection`` (the dataset, --subset, --per-class, --test-subset) and the variant only make a
+    mismatch readable: the digests decide."""
+    body = {name: value for name, value in model.state_dict().items() if not in_classifier(name)}
+    images = {f"{name}_{part}": a for name, pair in splits.items() for part, a in zip(("images", "labels"), pair)}
+    return dict(format=FEATURES_FORMAT, version=FEATURES_VERSION, variant=model.config.name,
+                resolution=model.config.resolution, weights=digest(body), data=selection, images=digest(images),
+                preprocess=dict(mean=mean.tolist(), std=std.tolist()))
+
+
+def finished_rows(rows, n, width):
+    """``rows`` read from a cache, checked to be the first few of n images' features: (≤ n, ``width``) float32."""
+    if rows.dtype != np.float32 or rows.ndim != 2 or rows.shape[1] != width or len(rows) > n:
+        raise ValueError(f"features of {rows.dtype} {rows.shape} where (n ≤ {n}, {width}) float32 belong")
+    return rows
+
+
+def load_features(path, key, splits, width):
+    """name → ``Features`` of each split, holding the rows the cache at ``path`` has for ``key``, if any.
+
+    A missing file means nothing computed yet; an unreadable one, or one computed for another key, is
+    ignored, with a printed line saying why."""
+    features = {name: Features(np.empty((len(labels), width), np.float32)) for name, (_, labels) in splits.items()}
+    if not os.path.exists(path):
+        return features
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            cached_key = json.loads(npz[KEY].tobytes().decode())
+            differ = [name for name in key if cached_key.get(name) != key[name]]
+            rows = {} if differ else {name: finished_rows(npz[name], len(labels), width)
+                                      for name, (_, labels) in splits.items()}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, AttributeError) as e:
+        print(f"features  {path} is not a readable features file ({type(e).__name__}: {e}); computing them again",
+              flush=True)
+        return features
+    if differ:
+        print(f"features  {path} was computed for something else (it differs in {', '.join(differ)}); "
+              "computing them again", flush=True)
+        return features
+    for name, f in features.items():
+        f.values[:len(rows[name])], f.done = rows[name], len(rows[name])
+    print(f"features  from {path}: {counts(features)} images", flush=True)
     return features
+
+
+def counts(features):
+    """How far each split's ``Features`` are, e.g. "1,280/2,000 train, 0/500 test"."""
+    return ", ".join(f"{f.done:,}/{len(f.values):,} {name}" for name, f in features.items())
+
+
+def save_features(path, key, splits, features):
+    """Write the finished rows of every split's ``Features``, the labels and ``key`` to ``path``, atomically."""
+    arrays = {KEY: np.frombuffer(json.dumps(key).encode(), np.uint8)}
+    for name, (_, labels) in splits.items():
+        arrays[name], arrays[name + LABELS] = features[name].values[:features[name].done], labels
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def cached_features(path, model, splits, mean, std, selection):
+    """The frozen body's pooled features of every split, computed once per run folder.
+
+    ``splits``: name ("train", "test") → (images (N, h, w, 3) uint8, labels (N,)); returns name → (N, F)
+    float32. What the cache file ``path`` holds for the same key (``features_key``) is reused, the rest is
+    computed (``extract_features``) and the cache saved: when done, or when interrupted (KeyboardInterrupt,
+    re-raised) with the rows finished so far, so that the next run continues from there."""
+    key = features_key(model, splits, mean, std, selection)
+    features = load_features(path, key, splits, model.config.head_channels)
+    found = {name: f.done for name, f in features.items()}
+
+    def save_new_rows():
+        """Save the cache if this run computed rows; whether it did."""
+        new = any(f.done > found[name] for name, f in features.items())
+        if new:
+            save_features(path, key, splits, features)
+        return new
+
+    try:
+        for name, (images, _) in splits.items():
+            if features[name].done < len(images):
+                extract_features(model, images, mean, std, name, features[name])
+    except KeyboardInterrupt:
+        if save_new_rows():
+            print(f"kept the features finished so far in {path}: {counts(features)} images",
+                  file=sys.stderr, flush=True)
+        raise
+    save_new_rows()
+    return {name: f.values for name, f in features.items()}

@@ -15,22 +15,26 @@ and backward, with dz = ∂L/∂z,
     then batch norm's backward with g in the place of dy (see batchnorm.py).
 
 So the layer keeps only x (and μ, σ²) for the backward, which recomputes u and σ(u) from them: an
-activation-sized array less held per layer, for one more exponential per element (computed by NumPy:
-see ``_sigmoid``).
+activation-sized array less held per layer, for one more exponential per element.
+
+The exponential is computed inside the loops: ``fastexp.exp`` is plain arithmetic that LLVM vectorises
+(``math.exp`` would be a scalar C call per element, ``np.exp`` a separate pass on one core). So the
+forward is one parallel pass over x, the backward's first pass computes g and its sums in one, and σ
+costs a few vector instructions per element, on every core. The arithmetic stays in x's dtype: float32
+in, float32 throughout.
 
 Loops run over rows (contiguous in memory, so the channel loop vectorises) instead of over channels.
 The per-channel sums are made deterministic and independent of the thread count by splitting the rows
 into ``ROW_BLOCKS`` fixed blocks, summing each block in float64, then adding the blocks in order.
 """
 
-import math
-
 import numpy as np
 from numba import njit, prange
 
 from ._checks import check_array, check_shape
-from .batchnorm import _check_channel_vectors, _check_eps, _check_x
 from .activations import RELU6_CAP
+from .batchnorm import _check_channel_vectors, _check_eps, _check_x
+from .fastexp import exp
 
 IDENTITY, SWISH, RELU6 = 0, 1, 2
 ACTIVATIONS = {None: IDENTITY, "swish": SWISH, "relu6": RELU6}
@@ -68,60 +72,87 @@ def _moments(x, mean, var):
         var[c] = sq[c] / rows
 
 
-@njit(parallel=True, cache=True)
-def _affine(x, scale, shift, u):
-    """u = x · scale + shift for x, u (M, C) and per-channel scale, shift (C,)."""
-    rows, channels = x.shape
-    for m in prange(rows):
-        for c in range(channels):
-            u[m, c] = x[m, c] * scale[c] + shift[c]
+@njit(cache=True, error_model="numpy")
+def _sigmoid(u):
+    """σ(u) = 1 / (1 + e^(−u)); for very negative u, e^(−u) = inf and σ = 0 (no NaN).
+
+    ``error_model="numpy"``: Python's rules would test the divisor for zero (to raise ZeroDivisionError),
+    a branch that stops LLVM vectorising the loop; 1 + e^(−u) ≥ 1 is never zero."""
+    one = type(u)(1.0)
+    return one / (one + exp(-u))
 
 
-def _sigmoid(u, out):
-    """out = σ(u) = 1 / (1 + e^(−u)), elementwise; ``out`` may be ``u`` itself.
-
-    Plain NumPy on purpose: NumPy's exp is vectorised (SIMD), while a Numba loop calls the scalar
-    libm exp per element (Numba vectorises it only with Intel's SVML library); measured on B0's largest
-    activation (128×16×16×96 float32) NumPy's exp took about a third of the time of a 2-thread Numba loop."""
-    np.negative(u, out=out)
-    with np.errstate(over="ignore"):                # e^(−u) = inf for u < −88 (float32): σ = 0, no NaN
-        np.exp(out, out=out)
-    out += 1.0
-    np.reciprocal(out, out=out)
-    return out
-
-
+@njit(cache=True, inline="always")
 def _activate(u, activation):
-    """Apply the activation to u in place."""
-    if activation == "relu6":
-        np.clip(u, 0.0, RELU6_CAP, out=u)
-    elif activation == "swish":
-        u *= _sigmoid(u, np.empty_like(u))
+    """act(u) for the activation code ``activation`` (IDENTITY, SWISH or RELU6), in u's dtype."""
+    real = type(u)
+    if activation == SWISH:
+        return u * _sigmoid(u)
+    if activation == RELU6:
+        return min(max(u, real(0.0)), real(RELU6_CAP))
+    return u
+
+
+@njit(cache=True, inline="always")
+def _activation_derivative(u, activation):
+    """act'(u) for the activation code ``activation``, in u's dtype."""
+    real = type(u)
+    if activation == SWISH:
+        s = _sigmoid(u)
+        return s * (real(1.0) + u * (real(1.0) - s))
+    if activation == RELU6:
+        return real(1.0) if real(0.0) < u < real(RELU6_CAP) else real(0.0)
+    return real(1.0)
+
+
+# The row loops below test the activation per element (in _activate), but the kernels call them with the
+# activation as a constant, once per activation, and Numba inlines them (``inline="always"``): each call
+# becomes a loop for one activation, without the test, which LLVM vectorises. With the test on a variable
+# left in the loop, LLVM kept it scalar (or, all inlined, vectorised the backward worse: 1.5–2× slower).
+
+@njit(cache=True, inline="always")
+def _forward_row(x, m, scale, shift, activation, z):
+    """Row m of z = act(x · scale + shift), for x, z (M, C) and per-channel scale, shift (C,)."""
+    for c in range(x.shape[1]):
+        z[m, c] = _activate(x[m, c] * scale[c] + shift[c], activation)
+
+
+@njit(cache=True, inline="always")
+def _gradient_row(x, m, scale, shift, dz, activation, g):
+    """Row m of g = dz · act'(x · scale + shift), the gradient with respect to the batch norm's output."""
+    for c in range(x.shape[1]):
+        g[m, c] = dz[m, c] * _activation_derivative(x[m, c] * scale[c] + shift[c], activation)
+
+
+@njit(parallel=True, cache=True)
+def _forward(x, scale, shift, activation, z):
+    """z = act(x · scale + shift) for x, z (M, C) and per-channel scale, shift (C,)."""
+    for m in prange(x.shape[0]):
+        if activation == SWISH:
+            _forward_row(x, m, scale, shift, SWISH, z)
+        elif activation == RELU6:
+            _forward_row(x, m, scale, shift, RELU6, z)
+        else:
+            _forward_row(x, m, scale, shift, IDENTITY, z)
 
 
 @njit(parallel=True, cache=True)
 def _backward(x, scale, shift, mean, inv_std, dz, activation, dx, sums):
-    """dx (M, C) from dz, and sums[0] = Σ g, sums[1] = Σ g · x̂ per channel (float64).
-
-    For swish, dx must hold σ(u) on entry: pass 1 reads it before writing g over it."""
+    """dx (M, C) from dz, and sums[0] = Σ g, sums[1] = Σ g · x̂ per channel (float64)."""
     rows, channels = x.shape
-    one, zero = x.dtype.type(1.0), x.dtype.type(0.0)
     partial = np.zeros((ROW_BLOCKS, 2, channels))
     for k in prange(ROW_BLOCKS):                        # pass 1: g = dz · act'(u) into dx, and the sums
         start, stop = _block(k, rows)
         for m in range(start, stop):
+            if activation == SWISH:
+                _gradient_row(x, m, scale, shift, dz, SWISH, dx)
+            elif activation == RELU6:
+                _gradient_row(x, m, scale, shift, dz, RELU6, dx)
+            else:
+                _gradient_row(x, m, scale, shift, dz, IDENTITY, dx)
             for c in range(channels):
-                g = dz[m, c]
-                if activation == SWISH:
-                    u = x[m, c] * scale[c] + shift[c]
-                    s = dx[m, c]
-                    g *= s * (one + u * (one - s))
-                elif activation == RELU6:
-                    u = x[m, c] * scale[c] + shift[c]
-                    g = g if zero < u < RELU6_CAP else zero
-                dx[m, c] = g
-                partial[k, 0, c] += g
-                partial[k, 1, c] += g * ((x[m, c] - mean[c]) * inv_std[c])
+                partial[k, 0, c] += dx[m, c]
+                partial[k, 1, c] += dx[m, c] * ((x[m, c] - mean[c]) * inv_std[c])
     total = partial.sum(axis=0)
     sums[:] = total
     mean_g = (total[0] / rows).astype(x.dtype)
@@ -161,8 +192,7 @@ def batchnorm_act_train_forward(x, gamma, beta, eps, activation):
     _moments(x2, mean, var)
     scale, shift, _ = _scale_shift(gamma, beta, mean, var, eps)
     z = np.empty_like(x)
-    _affine(x2, scale, shift, z.reshape(x2.shape))
-    _activate(z, activation)
+    _forward(x2, scale, shift, ACTIVATIONS[activation], z.reshape(x2.shape))
     return z, mean, var
 
 
@@ -171,8 +201,7 @@ def batchnorm_act_eval_forward(x, gamma, beta, mean, var, eps, activation):
     x, x2, (gamma, beta, mean, var) = _check(x, eps, activation, gamma=gamma, beta=beta, mean=mean, var=var)
     scale, shift, _ = _scale_shift(gamma, beta, mean, var, eps)
     z = np.empty_like(x)
-    _affine(x2, scale, shift, z.reshape(x2.shape))
-    _activate(z, activation)
+    _forward(x2, scale, shift, ACTIVATIONS[activation], z.reshape(x2.shape))
     return z
 
 
@@ -180,18 +209,15 @@ def batchnorm_act_train_backward(x, gamma, beta, mean, var, eps, dz, activation)
     """Training-mode backward (through the batch statistics) of ``batchnorm_act_train_forward``.
 
     x, dz: (..., C); gamma, beta, and the forward's mean, var: (C,). Returns ``(dx, dgamma, dbeta)``.
-    For swish, σ(u) is recomputed here (into dx, which pass 1 then overwrites) rather than kept from the
-    forward: one more exponential per element, one activation-sized array less held between the passes.
+    For swish, σ(u) is recomputed here rather than kept from the forward: one more exponential per
+    element, one activation-sized array less held between the passes.
     """
     x, x2, (gamma, beta, mean, var) = _check(x, eps, activation, gamma=gamma, beta=beta, mean=mean, var=var)
     dz = check_array("dz", dz, dtype=x.dtype)
     check_shape("dz", dz, x.shape)
     scale, shift, inv_std = _scale_shift(gamma, beta, mean, var, eps)
     dx = np.empty_like(x)
-    dx2 = dx.reshape(x2.shape)
-    if activation == "swish":
-        _affine(x2, scale, shift, dx2)
-        _sigmoid(dx2, out=dx2)
     sums = np.empty((2, x.shape[-1]))
-    _backward(x2, scale, shift, mean, inv_std, dz.reshape(x2.shape), ACTIVATIONS[activation], dx2, sums)
+    _backward(x2, scale, shift, mean, inv_std, dz.reshape(x2.shape), ACTIVATIONS[activation], dx.reshape(x2.shape),
+              sums)
     return dx, sums[1].astype(x.dtype), sums[0].astype(x.dtype)

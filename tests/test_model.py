@@ -117,6 +117,19 @@ def test_whole_network_gradients(seed, size, stem_stride, se):
             assert analytic[i] == pytest.approx(numeric, rel=1e-3, abs=1e-6), f"{name}[{i}]"
 
 
+def test_backward_leaves_no_saved_tensor():
+    """Every layer hands back what its forward kept (``Layer.release``) as the backward consumes it: after a
+    training step no layer holds an array other than its parameters, gradients and buffers."""
+    model = EfficientNet(tiny_config(depth=0.5, dropout=0.3, drop_connect=0.5), dtype=np.float64).train()
+    x = np.random.default_rng(0).normal(size=(4, 16, 16, 3))
+    logits = model.forward(x)
+    assert model.dropout.mask is not None and any(getattr(b, "keep", None) is not None for b in model.blocks)
+    model.backward(np.ones_like(logits))
+    held = [f"{prefix}{name}" for prefix, layer in model.named_layers() for name, value in vars(layer).items()
+            if isinstance(value, np.ndarray)]
+    assert held == []
+
+
 def test_eval_forward_is_deterministic_and_batch_independent():
     model = EfficientNet(tiny_config(dropout=0.3, drop_connect=0.2)).eval()
     x = np.random.default_rng(1).normal(size=(4, 16, 16, 3)).astype(np.float32)

@@ -181,19 +181,25 @@ class DepthwiseConv2d(Layer):
 
 
 class PointwiseConv2d(Layer):
-    """1×1 convolution, no bias: one matrix product over channels. weight: (C_in, C_out)."""
+    """1×1 convolution, no bias: one matrix product over channels. weight: (C_in, C_out).
+
+    Training keeps the input x for the backward (dw = xᵀ·dy), unless ``recompute_input`` is set: a function
+    that remakes x, bitwise, from tensors another layer keeps anyway. The backward then calls it instead, and
+    x is not held between the passes (MBConv's projection, whose input is squeeze-and-excitation's output)."""
 
     def __init__(self, in_channels, out_channels, rng, dtype=np.float32):
         super().__init__()
         self.add_param("weight", conv_init(rng, (in_channels, out_channels), out_channels, dtype))
+        self.recompute_input = None
 
     def forward(self, x):
-        if self.training:
+        if self.training and self.recompute_input is None:
             self.x = x
         return self.backend.pointwise.pointwise_conv_forward(x, self.params["weight"])
 
     def backward(self, dy):
-        dx, dw = self.backend.pointwise.pointwise_conv_backward(self.release("x"), self.params["weight"], dy)
+        x = self.release("x") if self.recompute_input is None else self.recompute_input()
+        dx, dw = self.backend.pointwise.pointwise_conv_backward(x, self.params["weight"], dy)
         self.accumulate("weight", dw)
         return dx
 
@@ -312,7 +318,8 @@ class Dropout(Layer):
         return self.backend.dropout.dropout_forward(x, self.mask)
 
     def backward(self, dy):
-        return dy if self.mask is None else self.backend.dropout.dropout_backward(self.mask, dy)
+        mask = self.release("mask")
+        return dy if mask is None else self.backend.dropout.dropout_backward(mask, dy)
 
 
 class Linear(Layer):

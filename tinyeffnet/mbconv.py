@@ -7,7 +7,10 @@
 * there is no activation after the projection ("linear bottleneck");
 * "BN + act" is one layer, batch norm with the activation fused in (see ``layers.BatchNorm``);
 * on the identity path the residual branch is dropped per sample with probability ``drop_rate``
-  while training (drop connect / stochastic depth), and kept scaled by 1/(1 − rate).
+  while training (drop connect / stochastic depth), and kept scaled by 1/(1 − rate);
+* the projection does not keep its input, SE's output, for its backward: it asks SE to remake it there
+  from the SE input and gate SE keeps anyway (``SqueezeExcite.output``), one activation-sized array less
+  held per block between the forward and the backward pass.
 """
 
 from tinyeffnet.kernels import dropout
@@ -29,6 +32,8 @@ class MBConv(Layer):
         if se_ratio > 0:
             self.se = SqueezeExcite(mid, max(1, int(in_channels * se_ratio)), config.activation, rng, dtype)
         self.project = PointwiseConv2d(mid, out_channels, rng, dtype)
+        if se_ratio > 0:
+            self.project.recompute_input = self.se.output
         self.project_bn = BatchNorm(out_channels, **bn)
         self.has_skip = stride == 1 and in_channels == out_channels
         self.drop_rate, self.noise_rng = drop_rate, noise_rng
@@ -49,12 +54,14 @@ class MBConv(Layer):
             keep = dropout.drop_connect_mask(self.noise_rng, x.shape[0], self.drop_rate, x.dtype)
             self.keep = self.backend.to_device(keep)     # drawn on the host: the same mask on every device
             h = self.backend.dropout.drop_connect_forward(h, self.keep)
-        return self.backend.elementwise.add(h, x)
+        self.backend.elementwise.add_into(h, x)     # h is the branch's own new array: y = h + x in place
+        return h
 
     def backward(self, dy):
-        dh = dy
-        if self.has_skip and self.keep is not None:
-            dh = self.backend.dropout.drop_connect_backward(self.keep, dy)
+        keep = self.release("keep") if self.has_skip else None
+        dh = dy if keep is None else self.backend.dropout.drop_connect_backward(keep, dy)
         for layer in reversed(self.branch_layers()):
             dh = layer.backward(dh)
-        return self.backend.elementwise.add(dh, dy) if self.has_skip else dh
+        if self.has_skip:
+            self.backend.elementwise.add_into(dh, dy)     # dh is new, from the branch's first layer
+        return dh

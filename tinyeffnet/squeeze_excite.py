@@ -10,6 +10,10 @@ For a feature map x of shape (N, H, W, C):
 C_in is the *block's* input channel count, not the expanded one. The reference implementation writes
 the reduce and expand steps as 1×1 convolutions with bias on a 1×1 map; on the pooled vector they are
 exactly linear layers, which is how they are written here.
+
+Training keeps x and g for the backward (dx = dy · g, dg = Σ_{h,w} dy · x), but not y: the projection
+after SE needs y for its own backward, and ``output()`` remakes it there from x and g, one multiply per
+element, instead of holding a third activation-sized array between the passes.
 """
 
 from tinyeffnet.layers import Activation, GlobalAvgPool, Layer, Linear, Sigmoid
@@ -30,7 +34,13 @@ class SqueezeExcite(Layer):
             self.x, self.g = x, g
         return self.backend.scale.channel_scale_forward(x, g)
 
+    def output(self):
+        """The last training forward's y = x · g, remade from the kept x and g: bitwise the same array (the
+        same kernel on the same inputs). Valid until ``backward`` releases x and g."""
+        return self.backend.scale.channel_scale_forward(self.x, self.g)
+
     def backward(self, dy):
         dx, dg = self.backend.scale.channel_scale_backward(*self.release("x", "g"), dy)
         ds = self.reduce.backward(self.act.backward(self.expand.backward(self.gate.backward(dg))))
-        return self.backend.elementwise.add(dx, self.pool.backward(ds))
+        self.backend.elementwise.add_into(dx, self.pool.backward(ds))
+        return dx

@@ -1,0 +1,55 @@
+"""One MBConv block: its gradients against central differences, and what it keeps between the passes.
+
+(That no layer holds a saved tensor after the backward is checked on a whole network in test_model.py.)"""
+
+import numpy as np
+
+from gradcheck import ATOL, RTOL, numerical_gradient
+from tinyeffnet.mbconv import MBConv
+from tinyeffnet.scaling import ModelConfig
+
+CONFIG = ModelConfig(name="tiny", width=1.0, depth=1.0, resolution=5, dropout=0.0, num_classes=3)
+CHANNELS, EXPAND, DROP_RATE = 4, 3, 0.5
+
+
+def block_and_input(seed=0):
+    """A block with every path: expansion, SE, identity skip with drop connect; float64, training mode."""
+    block = MBConv(CHANNELS, CHANNELS, kernel=3, stride=1, expand=EXPAND, se_ratio=0.25, drop_rate=DROP_RATE,
+                   config=CONFIG, rng=np.random.default_rng(seed), noise_rng=np.random.default_rng(seed + 1),
+                   dtype=np.float64).train()
+    x = np.random.default_rng(seed + 2).normal(size=(4, CONFIG.resolution, CONFIG.resolution, CHANNELS))
+    return block, x
+
+
+def test_block_gradients_match_central_differences():
+    """dL/dx and dL/dθ for L = Σ y·dy, every element, with the drop-connect mask held fixed (the noise
+    generator is rewound before each forward) and at least one sample dropped and one kept."""
+    block, x = block_and_input()
+    noise = block.noise_rng.bit_generator.state
+    dy = np.random.default_rng(9).normal(size=x.shape)
+
+    def loss():
+        block.noise_rng.bit_generator.state = noise
+        return float(np.sum(block.forward(x) * dy))
+
+    loss()
+    assert 0 < np.count_nonzero(block.keep) < len(block.keep)
+    block.zero_grad()
+    dx = block.backward(dy)
+    grads = {name: g.copy() for name, g in block.named_grads().items()}
+    np.testing.assert_allclose(dx, numerical_gradient(loss, x), rtol=RTOL, atol=ATOL, err_msg="input")
+    for name, param in block.named_parameters().items():
+        np.testing.assert_allclose(grads[name], numerical_gradient(loss, param), rtol=RTOL, atol=ATOL,
+                                   err_msg=name)
+
+
+def test_projection_remakes_the_se_output_bitwise_instead_of_keeping_it():
+    """The projection's backward needs its input, SE's output: it is not kept but remade from SE's x and g,
+    and the remade array equals the forward's bit for bit."""
+    block, x = block_and_input()
+    seen = []
+    project_forward = block.project.forward
+    block.project.forward = lambda h: seen.append(h) or project_forward(h)
+    block.forward(x)
+    assert getattr(block.project, "x", None) is None
+    np.testing.assert_array_equal(block.se.output(), seen[0])

@@ -14,8 +14,8 @@ each epoch the model is evaluated on the test set in eval mode, and the run fold
 Reproducibility: the shuffling of epoch e and the augmentation of batch b are drawn from generators
 seeded by (seed, e) and (seed, e, b), and dropout draws from the model's own generator, whose state is
 saved in every checkpoint; so the same seed and thread count give the same run, also across a resume.
-Ctrl-C (or SIGTERM) finishes the current step, saves ``latest.npz`` and prints how to resume; before the
-first step (while a linear probe extracts its features) it stops at once, keeping the features finished.
+Ctrl-C (or SIGTERM) finishes the current step, saves ``latest.npz`` and prints how to resume. Before the
+trainer exists (while a linear probe extracts its features) it stops at once, keeping the features finished.
 
 Transfer learning (``--variant lite0 --pretrained``, optionally ``--freeze-body``): the network starts from
 ImageNet weights with a new classifier, and with ``--freeze-body`` only that classifier trains, on features
@@ -410,7 +410,7 @@ def stop_now(signum, frame):
 def interrupted_before_training(args, run_dir):
     """What a signal before the first step leaves: no checkpoint, and with --freeze-body a features cache that a
     run in the same folder reuses."""
-    if not args.freeze_body:
+    if not args.freeze_body or not os.path.exists(os.path.join(run_dir, transfer.FEATURES_FILE)):
         return "interrupted before training started: no checkpoint was written; run the command again"
     again = "run the command again" if args.out or args.resume else f"run the command again with --out {run_dir}"
     return ("interrupted before training started (while computing the frozen body's features): no checkpoint was "

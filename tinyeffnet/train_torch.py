@@ -1,19 +1,22 @@
 """The PyTorch column of the README's CIFAR-10 accuracy table: tinyeffnet's default recipe, run with torch and
 the reference EfficientNet (PyPI ``efficientnet_pytorch``), for comparison only.
 
-Run it with a Python that has torch and efficientnet_pytorch besides tinyeffnet's own dependencies (torch is
-never a dependency of tinyeffnet), from the repository root:
+Run it in a side environment that has torch and efficientnet_pytorch (torch is never a dependency of
+tinyeffnet), with tinyeffnet installed into it as well:
 
-    PYTHONPATH=. /path/to/torch-env/bin/python -m tinyeffnet.train_torch --data-dir ../shared/data \\
-        --epochs 15 --threads 1 --out runs/torch-b0
+    python -m venv torch-env && torch-env/bin/pip install torch==2.13.0 efficientnet_pytorch==0.7.1 -e .
+    torch-env/bin/python -m tinyeffnet.train_torch --data-dir ../shared/data --epochs 16 --threads 1 --out runs/torch-b0
 
 The recipe is the same by construction, not by copy: the data, the augmentation (``random_crop_flip`` with
 the same seeds), the normalisation and the learning-rate schedule are tinyeffnet's own functions, and the
 constants are ``tinyeffnet.train``'s defaults. What differs is the model (the reference's B0, with its own
 initialisation, batch-norm momentum 0.01 in PyTorch's sense = 0.99 in the paper's, dropout 0.2 and drop
-connect 0.2) and the engine. Each epoch appends one JSON object to ``OUT/metrics.jsonl`` with the same keys
-``tinyeffnet.train`` writes (``epoch``, ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc``, ``lr``,
-``seconds`` of training steps, ``eval_seconds``, ``images_per_second``), so one plot can show both runs.
+connect 0.2) and the engine; and there is no batch-norm recalibration before the early evaluations
+(``tinyeffnet.train`` recalibrates during the first ~1,000 steps), so only the later test accuracies compare.
+
+Each epoch appends one JSON object to ``OUT/metrics.jsonl`` with the keys ``tinyeffnet.train`` writes
+(``epoch``, ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc``, ``lr``, ``seconds`` of training
+steps, ``eval_seconds``, ``images_per_second``), so one plot can show both runs.
 """
 
 import argparse
@@ -33,14 +36,17 @@ from tinyeffnet.train import DEFAULT_LR, EVAL_BATCH_SIZE, parse_args as tinyeffn
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tinyeffnet.train_torch", description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir")
-    p.add_argument("--epochs", type=int, required=True)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--subset", type=int, help="first N training and test images only (a quick check)")
-    p.add_argument("--out", required=True)
-    args = p.parse_args(argv)
+    parser = argparse.ArgumentParser(prog="python -m tinyeffnet.train_torch", description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir")
+    parser.add_argument("--epochs", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--subset", type=int, help="first N training and test images only (a quick check)")
+    parser.add_argument("--out", required=True, help="a new or empty folder for metrics.jsonl and versions.json")
+    args = parser.parse_args(argv)
+    if os.path.isdir(args.out) and os.listdir(args.out):
+        raise TinyEffNetError(f"--out {args.out} is not empty: give a new folder, so that one run's epochs are not "
+                              "mixed with another's")
     recipe = tinyeffnet_defaults([])          # batch size, momentum, weight decay, warm-up, label smoothing
 
     try:
@@ -68,14 +74,14 @@ def main(argv=None):
     def to_torch(images):                     # (N, H, W, 3) uint8 → normalised (N, 3, H, W) float32
         return torch.from_numpy(datasets.normalize(images, mean, std)).permute(0, 3, 1, 2).contiguous()
 
-    steps_per_epoch = len(ds.train_labels) // recipe.batch_size
+    steps_per_epoch = len(ds.train_labels) // recipe.batch_size or 1       # as Trainer
     total, warmup = steps_per_epoch * args.epochs, int(round(recipe.warmup_epochs * steps_per_epoch))
     os.makedirs(args.out, exist_ok=True)
     for epoch in range(args.epochs):
         start = time.perf_counter()
         model.train()
         order = np.random.default_rng([args.seed, epoch]).permutation(len(ds.train_labels))
-        loss_sum = correct = 0.0
+        loss_sum = correct = seen = 0.0
         for i in range(steps_per_epoch):
             idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size]
             x = to_torch(datasets.random_crop_flip(ds.train_images[idx],
@@ -90,6 +96,7 @@ def main(argv=None):
             optimizer.step()
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
         train_seconds, start = time.perf_counter() - start, time.perf_counter()
         model.eval()
         test_loss = test_correct = 0.0
@@ -99,7 +106,7 @@ def main(argv=None):
                 y = torch.from_numpy(ds.test_labels[s:s + EVAL_BATCH_SIZE].astype(np.int64))
                 test_loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
                 test_correct += (logits.argmax(1) == y).sum().item()
-        seen, n_test = steps_per_epoch * recipe.batch_size, len(ds.test_labels)
+        n_test = len(ds.test_labels)
         row = dict(epoch=epoch + 1, train_loss=loss_sum / seen, train_acc=correct / seen,
                    test_loss=test_loss / n_test, test_acc=test_correct / n_test, lr=group["lr"],
                    seconds=train_seconds, eval_seconds=time.perf_counter() - start,

@@ -34,6 +34,7 @@ Two things must match what the body was trained with:
 import hashlib
 import json
 import os
+import signal
 import sys
 import time
 import zipfile
@@ -180,8 +181,8 @@ def digest(arrays):
 def features_key(model, splits, mean, std, selection):
     """Everything the features depend on, as JSON values: the body's weights (batch-norm statistics
     included), the images and labels of every split, the resolution and the preprocessing (``mean``, ``std``
-    (3,)). ``selection`` (the dataset, --subset, --per-class, --test-subset) and the variant only make a
-    mismatch readable: the digests decide."""
+    (3,)). ``selection`` (the dataset, --subset, --per-class, --test-subset) and the variant are part of the
+    key too, so a mismatch names what changed; a cache is reused only if every entry is equal."""
     body = {name: value for name, value in model.state_dict().items() if not in_classifier(name)}
     images = {f"{name}_{part}": a for name, pair in splits.items() for part, a in zip(("images", "labels"), pair)}
     return dict(format=FEATURES_FORMAT, version=FEATURES_VERSION, variant=model.config.name,
@@ -189,26 +190,26 @@ def features_key(model, splits, mean, std, selection):
                 preprocess=dict(mean=mean.tolist(), std=std.tolist()))
 
 
-def finished_rows(rows, n, width):
-    """``rows`` read from a cache, checked to be the first few of n images' features: (≤ n, ``width``) float32."""
-    if rows.dtype != np.float32 or rows.ndim != 2 or rows.shape[1] != width or len(rows) > n:
-        raise ValueError(f"features of {rows.dtype} {rows.shape} where (n ≤ {n}, {width}) float32 belong")
+def finished_rows(rows, n, width, dtype):
+    """``rows`` read from a cache, checked to be the first few of n images' features: (≤ n, ``width``) ``dtype``."""
+    if rows.dtype != dtype or rows.ndim != 2 or rows.shape[1] != width or len(rows) > n:
+        raise ValueError(f"features of {rows.dtype} {rows.shape} where (n ≤ {n}, {width}) {np.dtype(dtype)} belong")
     return rows
 
 
-def load_features(path, key, splits, width):
+def load_features(path, key, splits, width, dtype):
     """name → ``Features`` of each split, holding the rows the cache at ``path`` has for ``key``, if any.
 
     A missing file means nothing computed yet; an unreadable one, or one computed for another key, is
     ignored, with a printed line saying why."""
-    features = {name: Features(np.empty((len(labels), width), np.float32)) for name, (_, labels) in splits.items()}
+    features = {name: Features(np.empty((len(labels), width), dtype)) for name, (_, labels) in splits.items()}
     if not os.path.exists(path):
         return features
     try:
         with np.load(path, allow_pickle=False) as npz:
             cached_key = json.loads(npz[KEY].tobytes().decode())
             differ = [name for name in key if cached_key.get(name) != key[name]]
-            rows = {} if differ else {name: finished_rows(npz[name], len(labels), width)
+            rows = {} if differ else {name: finished_rows(npz[name], len(labels), width, dtype)
                                       for name, (_, labels) in splits.items()}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, AttributeError) as e:
         print(f"features  {path} is not a readable features file ({type(e).__name__}: {e}); computing them again",
@@ -230,11 +231,19 @@ def counts(features):
 
 
 def save_features(path, key, splits, features):
-    """Write the finished rows of every split's ``Features``, the labels and ``key`` to ``path``, atomically."""
+    """Write the finished rows of every split's ``Features``, the labels and ``key`` to ``path``, atomically.
+
+    Ctrl-C and SIGTERM wait until the file is in place (they are blocked while it is written, seconds for
+    CIFAR-10): arriving mid-write, they would otherwise discard the file and every row of this run."""
     arrays = {KEY: np.frombuffer(json.dumps(key).encode(), np.uint8)}
     for name, (_, labels) in splits.items():
         arrays[name], arrays[name + LABELS] = features[name].values[:features[name].done], labels
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    try:
+        atomic_write(path, lambda f: np.savez(f, **arrays))
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
 
 
 def cached_features(path, model, splits, mean, std, selection):
@@ -245,7 +254,7 @@ def cached_features(path, model, splits, mean, std, selection):
     computed (``extract_features``) and the cache saved: when done, or when interrupted (KeyboardInterrupt,
     re-raised) with the rows finished so far, so that the next run continues from there."""
     key = features_key(model, splits, mean, std, selection)
-    features = load_features(path, key, splits, model.config.head_channels)
+    features = load_features(path, key, splits, model.config.head_channels, model.dtype)
     found = {name: f.done for name, f in features.items()}
 
     def save_new_rows():

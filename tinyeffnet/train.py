@@ -202,6 +202,22 @@ def train_step(model, optimizer, x, y, lr, label_smoothing=0.0, clip_norm=None):
     return loss, int(np.sum(np.argmax(backend.to_host(logits), axis=1) == y))
 
 
+def batch_indices(seed, epoch, index, num_examples, batch_size):
+    """The training examples of batch ``index`` of epoch ``epoch``: a slice of the epoch's permutation,
+    drawn from a generator seeded by (seed, epoch)."""
+    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    return order[index * batch_size:(index + 1) * batch_size]
+
+
+def augmented_batch(data, seed, epoch, index, batch_size):
+    """Batch ``index`` of epoch ``epoch`` of ``data`` (a ``Dataset`` with ``mean``, ``std``): images
+    (B, H, W, 3) float32, cropped and flipped with a generator seeded by (seed, epoch, index), then
+    normalised; labels (B,)."""
+    idx = batch_indices(seed, epoch, index, len(data.train_labels), batch_size)
+    images = datasets.random_crop_flip(data.train_images[idx], np.random.default_rng([seed, epoch, index]))
+    return datasets.normalize(images, data.mean, data.std), data.train_labels[idx]
+
+
 class Trainer:
     """Trains ``model`` (all of it) on ``data`` and writes the run folder; ``LinearProbe`` trains its head only."""
 
@@ -226,18 +242,12 @@ class Trainer:
 
     # --- one step ---------------------------------------------------------------------------------
     def batch_indices(self, epoch, index):
-        """The training examples of batch ``index`` of epoch ``epoch``: a slice of the epoch's permutation."""
-        order = np.random.default_rng([self.args.seed, epoch]).permutation(len(self.data.train_labels))
-        bs = self.args.batch_size
-        return order[index * bs:(index + 1) * bs]
+        return batch_indices(self.args.seed, epoch, index, len(self.data.train_labels), self.args.batch_size)
 
     def batch(self, epoch, index):
         """Batch ``index`` of epoch ``epoch``: images (B, H, W, 3) augmented and normalised, labels (B,)."""
-        idx = self.batch_indices(epoch, index)
-        images = datasets.random_crop_flip(self.data.train_images[idx],
-                                           np.random.default_rng([self.args.seed, epoch, index]))
-        x = datasets.normalize(images, self.data.mean, self.data.std).astype(self.model.dtype, copy=False)
-        return x, self.data.train_labels[idx]
+        x, y = augmented_batch(self.data, self.args.seed, epoch, index, self.args.batch_size)
+        return x.astype(self.model.dtype, copy=False), y
 
     def step(self, x, y, lr):
         return train_step(self.trainable, self.optimizer, x, y, lr, self.args.label_smoothing, self.args.clip_grad_norm)

@@ -7,9 +7,9 @@ tinyeffnet), with tinyeffnet installed into it as well:
     python -m venv torch-env && torch-env/bin/pip install torch==2.13.0 efficientnet_pytorch==0.7.1 -e .
     torch-env/bin/python -m tinyeffnet.train_torch --data-dir ../shared/data --epochs 16 --threads 1 --out runs/torch-b0
 
-The recipe is the same by construction, not by copy: the data, the augmentation (``random_crop_flip`` with
-the same seeds), the normalisation and the learning-rate schedule are tinyeffnet's own functions, and the
-constants are ``tinyeffnet.train``'s defaults. What differs is the model (the reference's B0, with its own
+The recipe is the same by construction, not by copy: the data (``train.prepare_data``), the batches
+(``train.augmented_batch``: the same order, crops and flips for the same seed) and the learning-rate
+schedule are tinyeffnet's own functions, and the constants are ``tinyeffnet.train``'s defaults. What differs is the model (the reference's B0, with its own
 initialisation, batch-norm momentum 0.01 in PyTorch's sense = 0.99 in the paper's, dropout 0.2 and drop
 connect 0.2) and the engine; and there is no batch-norm recalibration before the early evaluations
 (``tinyeffnet.train`` recalibrates during the first ~1,000 steps), so only the later test accuracies compare.
@@ -32,7 +32,7 @@ from tinyeffnet import data as datasets
 from tinyeffnet.cli import run_cli
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.optim import learning_rate
-from tinyeffnet.train import DEFAULT_LR, EVAL_BATCH_SIZE, parse_args as tinyeffnet_defaults
+from tinyeffnet.train import DEFAULT_LR, EVAL_BATCH_SIZE, augmented_batch, parse_args as tinyeffnet_defaults, prepare_data
 
 
 def main(argv=None):
@@ -47,7 +47,8 @@ def main(argv=None):
     if os.path.isdir(args.out) and os.listdir(args.out):
         raise TinyEffNetError(f"--out {args.out} is not empty: give a new folder, so that one run's epochs are not "
                               "mixed with another's")
-    recipe = tinyeffnet_defaults([])          # batch size, momentum, weight decay, warm-up, label smoothing
+    subset = ["--subset", str(args.subset), "--test-subset", str(args.subset)] if args.subset else []
+    recipe = tinyeffnet_defaults(["--data-dir", args.data_dir, *subset] if args.data_dir else subset)
 
     try:
         import efficientnet_pytorch
@@ -59,10 +60,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    ds = datasets.load_dataset("cifar10", args.data_dir, download=False)
-    if args.subset:
-        ds = datasets.Dataset(**{k: v[:args.subset] if isinstance(v, np.ndarray) else v for k, v in vars(ds).items()})
-    mean, std = datasets.channel_stats(ds.train_images)
+    data = prepare_data(recipe, resolution=None)                   # CIFAR-10 at 32×32, the training set's mean, std
     model = efficientnet_pytorch.EfficientNet.from_name("efficientnet-b0", num_classes=10, image_size=32)
     decay = [p for p in model.parameters() if p.ndim > 1]          # conv and dense weights, as tinyeffnet
     no_decay = [p for p in model.parameters() if p.ndim <= 1]      # batch norm and biases
@@ -71,22 +69,19 @@ def main(argv=None):
                                 lr=DEFAULT_LR, momentum=recipe.momentum, nesterov=recipe.nesterov)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
 
-    def to_torch(images):                     # (N, H, W, 3) uint8 → normalised (N, 3, H, W) float32
-        return torch.from_numpy(datasets.normalize(images, mean, std)).permute(0, 3, 1, 2).contiguous()
+    def nchw(x):                              # (N, H, W, 3) float32 → (N, 3, H, W), PyTorch's layout
+        return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
 
-    steps_per_epoch = len(ds.train_labels) // recipe.batch_size or 1       # as Trainer
+    steps_per_epoch = len(data.train_labels) // recipe.batch_size or 1     # as Trainer
     total, warmup = steps_per_epoch * args.epochs, int(round(recipe.warmup_epochs * steps_per_epoch))
     os.makedirs(args.out, exist_ok=True)
     for epoch in range(args.epochs):
         start = time.perf_counter()
         model.train()
-        order = np.random.default_rng([args.seed, epoch]).permutation(len(ds.train_labels))
         loss_sum = correct = seen = 0.0
         for i in range(steps_per_epoch):
-            idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size]
-            x = to_torch(datasets.random_crop_flip(ds.train_images[idx],
-                                                   np.random.default_rng([args.seed, epoch, i])))
-            y = torch.from_numpy(ds.train_labels[idx].astype(np.int64))
+            x, y = augmented_batch(data, args.seed, epoch, i, recipe.batch_size)
+            x, y = nchw(x), torch.from_numpy(y.astype(np.int64))
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(epoch * steps_per_epoch + i, total, DEFAULT_LR, warmup)
             optimizer.zero_grad(set_to_none=True)
@@ -101,12 +96,12 @@ def main(argv=None):
         model.eval()
         test_loss = test_correct = 0.0
         with torch.inference_mode():
-            for s in range(0, len(ds.test_labels), EVAL_BATCH_SIZE):
-                logits = model(to_torch(ds.test_images[s:s + EVAL_BATCH_SIZE]))
-                y = torch.from_numpy(ds.test_labels[s:s + EVAL_BATCH_SIZE].astype(np.int64))
+            for s in range(0, len(data.test_labels), EVAL_BATCH_SIZE):
+                logits = model(nchw(datasets.normalize(data.test_images[s:s + EVAL_BATCH_SIZE], data.mean, data.std)))
+                y = torch.from_numpy(data.test_labels[s:s + EVAL_BATCH_SIZE].astype(np.int64))
                 test_loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
                 test_correct += (logits.argmax(1) == y).sum().item()
-        n_test = len(ds.test_labels)
+        n_test = len(data.test_labels)
         row = dict(epoch=epoch + 1, train_loss=loss_sum / seen, train_acc=correct / seen,
                    test_loss=test_loss / n_test, test_acc=test_correct / n_test, lr=group["lr"],
                    seconds=train_seconds, eval_seconds=time.perf_counter() - start,

@@ -44,3 +44,20 @@ def test_vs_torch_without_torch_is_a_clear_error():
 def test_counts_below_one_are_refused(flag):
     done = bench(flag, "0")
     assert done.returncode == 2 and f"{flag} must be at least 1" in done.stderr
+
+
+def test_the_torch_worker_is_found_in_the_repository():
+    from tinyeffnet import bench as bench_module
+    assert bench_module.TORCH_WORKER.is_file() and bench_module.TORCH_WORKER.parent.name == "tools"
+
+
+def test_vs_torch_without_the_torch_worker_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    """A non-editable install has no tools/: --vs-torch says so instead of failing inside a worker."""
+    from tinyeffnet import bench as bench_module
+    monkeypatch.setattr(bench_module, "TORCH_WORKER", tmp_path / "tools" / "bench_torch.py")
+    with pytest.raises(SystemExit) as exit_info:
+        bench_module.main(["--vs-torch", "--rounds", "1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--vs-torch runs {tmp_path / 'tools' / 'bench_torch.py'}, which is not there" in err
+    assert "run the benchmark from a clone" in err

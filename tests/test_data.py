@@ -529,6 +529,28 @@ def test_synthetic_dataset_is_balanced_reproducible_and_separable():
     assert (distance.argmin(1) == dataset.test_labels).mean() > 0.9
 
 
+def test_first_per_class_is_balanced_and_in_order():
+    labels = np.array([2, 0, 0, 1, 2, 0, 1, 1, 2, 2])
+    assert data.first_per_class(labels, 2).tolist() == [0, 1, 2, 3, 4, 6]
+
+
+def test_prepare_dataset_selects_then_measures_then_resizes():
+    full = data.synthetic_dataset()
+    ds = data.prepare_dataset("synthetic", subset=300, per_class=5, test_subset=20, resolution=40)
+    keep = data.first_per_class(full.train_labels[:300], 5)
+    np.testing.assert_array_equal(ds.train_labels, full.train_labels[keep])
+    np.testing.assert_array_equal(ds.test_labels, full.test_labels[:20])
+    assert ds.train_images.shape == (50, 40, 40, 3) and ds.test_images.shape == (20, 40, 40, 3)
+    mean, std = data.channel_stats(full.train_images[keep])        # of the selection, at the stored 32×32
+    np.testing.assert_array_equal(ds.mean, mean)
+    np.testing.assert_array_equal(ds.std, std)
+    assert ds.classes == full.classes and ds.source == full.source
+    given_stats = (np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32))
+    stored = data.prepare_dataset("synthetic", test_subset=20, stats=given_stats)
+    assert stored.mean is given_stats[0] and stored.std is given_stats[1]
+    assert stored.train_images.shape == full.train_images.shape and full.mean is None
+
+
 # ---------------------------------------------------------------------------------------------------
 # The real copy
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from test_train import signal_when
 
-from tinyeffnet import train, transfer
+from tinyeffnet import engine, train, transfer
 from tinyeffnet.checkpoint import load_checkpoint, load_model
 from tinyeffnet.data import resize_images, synthetic_dataset
 from tinyeffnet.model import EfficientNet
@@ -87,8 +87,8 @@ def test_pretrained_preprocessing_is_recorded_and_used(probe_run, tmp_path):
     info = json.loads(run("tinyeffnet.evaluate", str(out), "--json", "--out", str(tmp_path)).stdout)
     ds = synthetic_dataset()
     mean, std = transfer.preprocessing()
-    _, acc, _ = train.evaluate(load_model(out / "best.npz"), resize_images(ds.test_images, RESOLUTION),
-                               ds.test_labels, mean, std)
+    _, acc, _ = engine.evaluate(load_model(out / "best.npz"), resize_images(ds.test_images, RESOLUTION),
+                                ds.test_labels, mean, std)
     assert info["test_acc"] == acc > 0.6
 
 
@@ -148,7 +148,7 @@ def test_interrupted_probe_resumes_to_the_same_weights(probe_run, tmp_path):
 def test_a_signal_while_extracting_features_stops_with_a_clear_message(sig, tmp_path):
     out = tmp_path / "r"        # all 2,000 + 500 synthetic images: seconds of extraction
     returncode, err = signal_when([*PRETRAINED, "--freeze-body", "--out", str(out)], "features  2,000 train", sig)
-    assert returncode == train.EXIT_SIGNAL[sig] and "Traceback" not in err, err
+    assert returncode == engine.EXIT_SIGNAL[sig] and "Traceback" not in err, err
     assert f"{sig.name}: interrupted before training started" in err and "no checkpoint was written" in err, err
     kept = sorted(path.name for path in out.iterdir()) == ["config.json", transfer.FEATURES_FILE]
     assert kept or sorted(path.name for path in out.iterdir()) == ["config.json"]
@@ -268,8 +268,3 @@ def test_an_unreadable_cache_is_recomputed(damage, tiny_body, extracted, tmp_pat
 def test_bad_combinations_exit_2_with_a_clear_message(args, message, tmp_path):
     result = run("tinyeffnet.train", "--dataset", "synthetic", "--out", str(tmp_path / "r"), *args, check=False)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
-
-
-def test_first_per_class_is_balanced_and_in_order():
-    labels = np.array([2, 0, 0, 1, 2, 0, 1, 1, 2, 2])
-    assert train.first_per_class(labels, 2).tolist() == [0, 1, 2, 3, 4, 6]

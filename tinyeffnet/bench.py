@@ -7,14 +7,15 @@
     python -m tinyeffnet.bench --json                # one JSON object instead of text
 
 **Model.** Every measurement runs in a fresh process (a "worker"), so memory and start-up are those of a
-run that does only that: training is a full step at batch 128 (forward, loss, backward, SGD update; see
-``tinyeffnet.train.train_step``), inference an eval-mode forward at batch 256; images/s is the batch
-divided by the median step time after warm-up steps. Peak memory is the training worker's peak resident
-set. "First step" is the wall time from launching a worker until its first training step has finished:
-*cold* with an empty Numba cache (every kernel compiled), *warm* with the cache the cold run filled.
-With ``--vs-torch`` the PyTorch workers (``bench_torch.py``, reference ``efficientnet_pytorch`` B0, same
-threads, batch, resolution and optimiser) run alternately with ours, ``--rounds`` times each, and the
-ratios compare medians from the same run: the machine's noise hits both sides alike.
+run that does only that: training is a full step at batch 128 (forward, loss, backward, SGD update with the
+training command's recipe; see ``tinyeffnet.engine.train_step``), inference an eval-mode forward at batch
+256; images/s is the batch divided by the median step time after warm-up steps. Peak memory is the training
+worker's peak resident set. "First step" is the wall time from launching a worker until its first training
+step has finished: *cold* with an empty Numba cache (every kernel compiled), *warm* with the cache the cold
+run filled. With ``--vs-torch`` the PyTorch workers (the repository's ``tools/bench_torch.py``, reference
+``efficientnet_pytorch`` B0, same threads, batch, resolution and optimiser) run alternately with ours,
+``--rounds`` times each, and the ratios compare medians from the same run: the machine's noise hits both
+sides alike.
 
 **Kernels.** Rows use EfficientNet-B0's layer shapes for a 32×32 input (the stem halves it to 16×16),
 batch 128, float32. Each time is the median of ``--repeats`` calls after one warm-up call (which also
@@ -47,8 +48,9 @@ from tinyeffnet.kernels.conv2d import conv2d_backward, conv2d_forward
 from tinyeffnet.kernels.depthwise import depthwise_conv_backward, depthwise_conv_forward
 from tinyeffnet.kernels.padding import same_padding
 from tinyeffnet.kernels.pointwise import pointwise_conv_backward, pointwise_conv_forward
+from tinyeffnet.train import DEFAULT_BATCH_SIZE, DEFAULT_LABEL_SMOOTHING, DEFAULT_MOMENTUM, DEFAULT_WEIGHT_DECAY
 
-BATCH = 128                 # training and kernel rows
+BATCH = DEFAULT_BATCH_SIZE  # training and kernel rows
 INFER_BATCH = 256
 RESOLUTION = 32
 NUM_CLASSES = 10
@@ -57,7 +59,8 @@ DEFAULT_REPEATS = 10
 WORKER_STEPS = 10
 WORKER_WARMUP = 2
 DEFAULT_ROUNDS = 3
-TORCH_WORKER = Path(__file__).with_name("bench_torch.py")
+LR = 0.05                   # the step's time does not depend on it; tools/bench_torch.py uses the same
+TORCH_WORKER = Path(__file__).resolve().parents[1] / "tools" / "bench_torch.py"   # in a clone, not installed
 
 
 @dataclass
@@ -179,16 +182,17 @@ def worker(kind, batch, steps, warmup):
     from tinyeffnet.model import EfficientNet
     from tinyeffnet.optim import SGD
     from tinyeffnet.scaling import config_for_phi
-    from tinyeffnet.train import train_step
+    from tinyeffnet.engine import train_step
 
     model = EfficientNet(config_for_phi(0, num_classes=NUM_CLASSES), dtype=DTYPE)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, RESOLUTION, RESOLUTION, 3), dtype=DTYPE)
     y = rng.integers(0, NUM_CLASSES, batch)
-    optimizer = SGD(model.named_parameters(), model.named_grads(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    optimizer = SGD(model.named_parameters(), model.named_grads(), lr=LR, momentum=DEFAULT_MOMENTUM,
+                    weight_decay=DEFAULT_WEIGHT_DECAY)
     if kind == "train":
         def step():
-            train_step(model, optimizer, x, y, lr=0.05, label_smoothing=0.1)
+            train_step(model, optimizer, x, y, lr=LR, label_smoothing=DEFAULT_LABEL_SMOOTHING)
     else:
         model.eval()
 
@@ -318,6 +322,9 @@ def main(argv=None):
         print(json.dumps(worker(args.worker, args.batch, args.steps, args.warmup)))
         return
     if args.vs_torch:
+        if not TORCH_WORKER.is_file():
+            parser.error(f"--vs-torch runs {TORCH_WORKER}, which is not there: it is in the repository, not in an "
+                         "installed package; run the benchmark from a clone (pip install -e .)")
         probe = subprocess.run([args.torch_python, "-c", "import torch, efficientnet_pytorch"], capture_output=True)
         if probe.returncode != 0:
             parser.error(f"--vs-torch needs torch and efficientnet_pytorch importable by {args.torch_python}; "

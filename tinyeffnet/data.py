@@ -23,6 +23,7 @@ import pickle
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from PIL import Image
@@ -39,7 +40,10 @@ CROP_PAD = 4
 
 @dataclass
 class Dataset:
-    """A train/test split. Images ``(N, H, W, 3) uint8``, labels ``(N,) int64`` in ``0..len(classes)-1``."""
+    """A train/test split. Images ``(N, H, W, 3) uint8``, labels ``(N,) int64`` in ``0..len(classes)-1``.
+
+    ``mean`` and ``std`` are the per-channel ``(3,) float32`` statistics (0..1 scale) that ``normalize``
+    applies on the way into the model: set by ``prepare_dataset``, None in a dataset as loaded."""
 
     train_images: np.ndarray
     train_labels: np.ndarray
@@ -47,6 +51,8 @@ class Dataset:
     test_labels: np.ndarray
     classes: list
     source: str
+    mean: Optional[np.ndarray] = None
+    std: Optional[np.ndarray] = None
 
 
 @dataclass(frozen=True)
@@ -371,6 +377,30 @@ def load_dataset(name, data_dir=None, download=True):
 
 # ---------------------------------------------------------------------------------------------------
 # On the way into training
+
+
+def prepare_dataset(name, data_dir=None, subset=None, per_class=None, test_subset=None, resolution=None, stats=None):
+    """The dataset as training takes it, prepared once.
+
+    ``load_dataset(name, data_dir)`` cut to its first ``subset`` training images (of those, the first
+    ``per_class`` of each class) and its first ``test_subset`` test images (None: all), resized to
+    ``resolution`` (None: as stored), with ``mean`` and ``std`` set to ``stats`` (a (mean, std) pair) or, by
+    default, to the selected training images' own (``channel_stats``, at the stored size)."""
+    ds = load_dataset(name, data_dir)
+    train_x, train_y = ds.train_images[:subset], ds.train_labels[:subset]
+    if per_class is not None:
+        keep = first_per_class(train_y, per_class)
+        train_x, train_y = train_x[keep], train_y[keep]
+    test_x, test_y = ds.test_images[:test_subset], ds.test_labels[:test_subset]
+    mean, std = channel_stats(train_x) if stats is None else stats
+    if resolution is not None:
+        train_x, test_x = resize_images(train_x, resolution), resize_images(test_x, resolution)
+    return Dataset(train_x, train_y, test_x, test_y, list(ds.classes), ds.source, mean, std)
+
+
+def first_per_class(labels, k):
+    """Indices of the first ``k`` examples of each class in ``labels`` (N,), in the dataset's order."""
+    return np.sort(np.concatenate([np.flatnonzero(labels == c)[:k] for c in np.unique(labels)]))
 
 
 def random_crop_flip(images, rng, pad=CROP_PAD):

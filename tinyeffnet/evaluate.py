@@ -11,10 +11,10 @@ import numpy as np
 from tinyeffnet import data as datasets
 from tinyeffnet.checkpoint import checkpoint_path, load_checkpoint, load_into
 from tinyeffnet.cli import run_cli
+from tinyeffnet.engine import evaluate
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.plots import plot_confusion
-from tinyeffnet.train import evaluate
 
 
 def confusion_matrix(labels, predictions, num_classes):

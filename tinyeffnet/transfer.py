@@ -14,12 +14,13 @@ things trains:
                    is one (B, 1280) @ (1280, K) product instead of a pass through the network, so the
                    extraction is what takes the time (minutes on a CPU).
 
-The probe keeps the features in its run folder (``features.npz``: each split's (N, F) float32 features
-and (N,) labels, and the key they were computed for; 300 MB for CIFAR-10), so ``--resume`` and a run with
-the same ``--out`` reuse them instead of extracting again. The key holds digests of the body's weights and
-of the images, the resolution and the preprocessing; a cache for another key, or an unreadable one, is
-ignored with a line saying why. Interrupted (Ctrl-C, SIGTERM), the extraction saves the rows it finished,
-and the next run continues from there. A fresh run folder starts without a cache.
+The probe (``LinearProbe``: the engine's ``Trainer``, fed features instead of images) keeps the features in
+its run folder (``features.npz``: each split's (N, F) float32 features and (N,) labels, and the key they were
+computed for; 300 MB for CIFAR-10), so ``--resume`` and a run with the same ``--out`` reuse them instead of
+extracting again. The key holds digests of the body's weights and of the images, the resolution and the
+preprocessing; a cache for another key, or an unreadable one, is ignored with a line saying why. Interrupted
+(Ctrl-C, SIGTERM), the extraction saves the rows it finished, and the next run continues from there. A fresh
+run folder starts without a cache.
 
 Two things must match what the body was trained with:
 
@@ -44,6 +45,7 @@ import numpy as np
 
 from tinyeffnet import data as datasets
 from tinyeffnet.checkpoint import atomic_write
+from tinyeffnet.engine import EVAL_BATCH_SIZE, ONE_PROCESS, Trainer, score
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.layers import Layer
 from tinyeffnet.model import EfficientNet
@@ -275,3 +277,35 @@ def cached_features(path, model, splits, mean, std, selection):
         raise
     save_new_rows()
     return {name: f.values for name, f in features.items()}
+
+
+class LinearProbe(Trainer):
+    """``--freeze-body``: only the classifier trains, on the frozen body's pooled features (N, F) computed
+    once per run folder (``cached_features``: eval mode, no augmentation).
+
+    The loop, schedule, loss, signals and checkpoints (of the whole network) are the engine's ``Trainer``'s;
+    what differs is the batch (features instead of images) and that SGD holds only the head's parameters, so
+    every body tensor, batch-norm statistics included, stays exactly as loaded."""
+
+    def __init__(self, args, config, data, model, run_dir, state=None, optimizer_state=None, world=ONE_PROCESS):
+        splits = dict(train=(data.train_images, data.train_labels), test=(data.test_images, data.test_labels))
+        selection = {name: getattr(args, name) for name in ("dataset", "subset", "per_class", "test_subset")}
+        features = cached_features(os.path.join(run_dir, FEATURES_FILE), model, splits, data.mean, data.std,
+                                   selection)
+        self.train_features, self.test_features = features["train"], features["test"]
+        super().__init__(args, config, data, model, run_dir, state, optimizer_state, world)
+
+    def trainable_part(self, model):
+        """The model's dropout and classifier (``Head``), sharing its arrays."""
+        return Head(model)
+
+    def batch(self, epoch, index):
+        """Batch ``index`` of epoch ``epoch``: features (B, F) and labels (B,)."""
+        idx = self.batch_indices(epoch, index)
+        return self.train_features[idx], self.data.train_labels[idx]
+
+    def test(self):
+        """(loss, accuracy) of the head on the test features (the body's batch norm has nothing to recalibrate)."""
+        batches = (self.test_features[start:start + EVAL_BATCH_SIZE]
+                   for start in range(0, len(self.test_features), EVAL_BATCH_SIZE))
+        return score(self.trainable, batches, self.data.test_labels)[:2]

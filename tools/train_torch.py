@@ -1,18 +1,20 @@
 """The PyTorch column of the README's CIFAR-10 accuracy table: tinyeffnet's default recipe, run with torch and
-the reference EfficientNet (PyPI ``efficientnet_pytorch``), for comparison only.
+the reference EfficientNet (PyPI ``efficientnet_pytorch``), for comparison only. It lives in the repository's
+``tools/``, not in the installed package, because it needs torch.
 
 Run it in a side environment that has torch and efficientnet_pytorch (torch is never a dependency of
 tinyeffnet), with tinyeffnet installed into it as well:
 
     python -m venv torch-env && torch-env/bin/pip install torch==2.13.0 efficientnet_pytorch==0.7.1 -e .
-    torch-env/bin/python -m tinyeffnet.train_torch --data-dir ../shared/data --epochs 16 --threads 1 --out runs/torch-b0
+    torch-env/bin/python tools/train_torch.py --data-dir ../shared/data --epochs 16 --threads 1 --out runs/torch-b0
 
 The recipe is the same by construction, not by copy: the data (``train.prepare_data``), the batches
-(``train.augmented_batch``: the same order, crops and flips for the same seed) and the learning-rate
-schedule are tinyeffnet's own functions, and the constants are ``tinyeffnet.train``'s defaults. What differs is the model (the reference's B0, with its own
-initialisation, batch-norm momentum 0.01 in PyTorch's sense = 0.99 in the paper's, dropout 0.2 and drop
-connect 0.2) and the engine; and there is no batch-norm recalibration before the early evaluations
-(``tinyeffnet.train`` recalibrates during the first ~1,000 steps), so only the later test accuracies compare.
+(``engine.augmented_batch``: the same order, crops and flips for the same seed) and the learning-rate
+schedule are tinyeffnet's own functions, and the constants are ``tinyeffnet.train``'s defaults. What differs
+is the model (the reference's B0, with its own initialisation, batch-norm momentum 0.01 in PyTorch's sense =
+0.99 in the paper's, dropout 0.2 and drop connect 0.2) and the engine; and there is no batch-norm
+recalibration before the early evaluations (``tinyeffnet.engine`` recalibrates during the first ~1,000
+steps), so only the later test accuracies compare.
 
 Each epoch appends one JSON object to ``OUT/metrics.jsonl`` with the keys ``tinyeffnet.train`` writes
 (``epoch``, ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc``, ``lr``, ``seconds`` of training
@@ -30,13 +32,14 @@ import numpy as np
 
 from tinyeffnet import data as datasets
 from tinyeffnet.cli import run_cli
+from tinyeffnet.engine import EVAL_BATCH_SIZE, augmented_batch
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.optim import learning_rate
-from tinyeffnet.train import DEFAULT_LR, EVAL_BATCH_SIZE, augmented_batch, parse_args as tinyeffnet_defaults, prepare_data
+from tinyeffnet.train import DEFAULT_LR, parse_args as tinyeffnet_defaults, prepare_data
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tinyeffnet.train_torch", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python tools/train_torch.py", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir")
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--threads", type=int, default=2)

@@ -5,7 +5,7 @@ It is run as a script in its own process, by any Python that has torch and effic
 (``--torch-python``), so it imports neither tinyeffnet nor anything but the standard library, torch and
 the reference model; torch is never a dependency of tinyeffnet.
 
-    python bench_torch.py train|infer --batch B --steps S --warmup W --threads T --resolution R --classes K
+    python tools/bench_torch.py train|infer --batch B --steps S --warmup W --threads T --resolution R --classes K
 
 prints one JSON object, like ``tinyeffnet.bench``'s worker: ``images_per_second`` (batch / median step
 time), ``step_seconds``, ``peak_rss_mib`` (the process's peak resident memory) and ``versions``.

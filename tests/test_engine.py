@@ -1,0 +1,67 @@
+"""The engine's two seams for data-parallel training: the gradients pass through ``World.reduce_gradients``
+between backward and the update, and only the main process prints or writes the run folder."""
+
+import signal
+
+import numpy as np
+import pytest
+
+from tinyeffnet import engine, train
+from tinyeffnet.cli import build_config
+from tinyeffnet.model import EfficientNet
+from tinyeffnet.optim import SGD
+from tinyeffnet.scaling import ModelConfig
+
+TINY = ["--dataset", "synthetic", "--phi", "0", "--width", "0.25", "--depth", "0.1", "--subset", "256",
+        "--test-subset", "64", "--batch-size", "64", "--epochs", "1"]
+
+
+def tiny_model():
+    config = ModelConfig(name="t", width=0.25, depth=0.1, resolution=16, dropout=0.0, num_classes=3, drop_connect=0.0)
+    return EfficientNet(config, seed=0)
+
+
+def test_reduce_gradients_sees_the_gradients_between_backward_and_the_update():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 16, 16, 3), dtype=np.float32), np.array([0, 1, 2, 1])
+    halved, plain = tiny_model(), tiny_model()
+    before = {name: p.copy() for name, p in halved.named_parameters().items()}
+    calls = []
+
+    class Halving(engine.World):
+        """Transforms the gradients: g ← g / 2, checking they are fresh and not yet applied."""
+
+        def reduce_gradients(self, grads):
+            calls.append(sorted(grads))
+            assert any(np.any(g != 0) for g in grads.values())                # backward has run
+            for name, p in halved.named_parameters().items():
+                np.testing.assert_array_equal(p, before[name], err_msg=name)  # the update has not
+            for g in grads.values():
+                g *= 0.5
+
+    def sgd(model):
+        return SGD(model.named_parameters(), model.named_grads(), lr=0.0, momentum=0.9, weight_decay=0.0)
+
+    engine.train_step(halved, sgd(halved), x, y, lr=0.1, world=Halving())
+    engine.train_step(plain, sgd(plain), x, y, lr=0.05)       # without decay, the first step is linear in g
+    assert calls == [sorted(halved.named_grads())]
+    for (name, a), b in zip(halved.named_parameters().items(), plain.named_parameters().values()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9, err_msg=name)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_only_the_main_process_prints_and_writes_the_run_folder(rank, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(signal, "signal", lambda *args: None)     # leave this process's handlers alone
+    args = train.parse_args([*TINY, "--out", str(tmp_path)])
+    args.lr = train.DEFAULT_LR
+    config = build_config(args, num_classes=10)
+    trainer = engine.Trainer(args, config, train.prepare_data(args, config.resolution),
+                             EfficientNet(config, args.seed), str(tmp_path), world=engine.World(rank, size=2))
+    assert trainer.run() == 0 and len(trainer.state.history) == 1
+    out, err = capsys.readouterr()
+    files = sorted(path.name for path in tmp_path.iterdir())
+    if rank == 0:
+        assert out.startswith("epoch 1: train loss") and "epoch 1/1" in err
+        assert files == ["best.npz", "curves.png", "latest.npz", "metrics.jsonl"]
+    else:
+        assert (out, err, files) == ("", "", [])

@@ -1,0 +1,322 @@
+"""The training engine: the step, the batches, evaluation and the loop that trains a model and writes its run folder.
+
+One step (``train_step``): forward, softmax cross-entropy (with label smoothing), backward, the gradients'
+reduction across processes (``World.reduce_gradients``), optional clipping, then SGD with Nesterov momentum and
+weight decay at the scheduled learning rate. The loop (``Trainer.run``) feeds it augmented batches (random crop
++ flip, then normalisation); after each epoch the model is evaluated on the test set in eval mode and the run
+folder gets
+
+    metrics.jsonl    one JSON object per epoch
+    latest.npz       the checkpoint after the last epoch (or the step where it was interrupted)
+    best.npz         the checkpoint with the best test accuracy so far
+    curves.png       loss and accuracy per epoch
+
+Reproducibility: the shuffling of epoch e and the augmentation of batch b are drawn from generators seeded by
+(seed, e) and (seed, e, b), and dropout draws from the model's own generator, whose state is saved in every
+checkpoint; so the same seed and thread count give the same run, also across a resume.
+
+Signals: once a ``Trainer`` exists, Ctrl-C (or SIGTERM) finishes the current step, saves ``latest.npz`` and
+prints how to resume; a second one aborts at once. Before that, ``stop_now`` stops at once.
+
+Processes: everything that prints or writes files asks ``World.is_main``. One process is rank 0 of 1; a
+data-parallel module supplies another rank and size and averages the gradients in ``World.reduce_gradients``.
+"""
+
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tinyeffnet import data as datasets
+from tinyeffnet.checkpoint import atomic_write, save_checkpoint
+from tinyeffnet.errors import TinyEffNetError
+from tinyeffnet.kernels.loss import cross_entropy_forward
+from tinyeffnet.layers import recalibrate_batchnorm
+from tinyeffnet.optim import SGD, clip_grad_norm, learning_rate
+from tinyeffnet.plots import plot_curves
+from tinyeffnet.progress import Progress
+
+EVAL_BATCH_SIZE = 256
+RECALIBRATION_BATCHES = 10          # batches averaged by recalibrate_batchnorm before a short run's evaluation
+RECALIBRATION_HORIZON = 10          # …while fewer than 10 / (1 − momentum) steps have been trained
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+@dataclass(frozen=True)
+class World:
+    """The processes training together: ``size`` of them, this one being ``rank`` (0 … size − 1).
+
+    ``World()`` is a single process, rank 0 of 1, and does nothing in ``reduce_gradients``. Data-parallel
+    training supplies its rank and size and overrides ``reduce_gradients`` with the average over processes."""
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self):
+        """Rank 0: the one process that prints and writes the run folder."""
+        return self.rank == 0
+
+    def print(self, *args, **kwargs):
+        """``print``, in the main process only."""
+        if self.is_main:
+            print(*args, **kwargs)
+
+    def progress(self, total, prefix):
+        """A ``Progress`` bar on stderr in the main process; in the others one that writes nowhere."""
+        return Progress(total, prefix, stream=None if self.is_main else open(os.devnull, "w"))
+
+    def reduce_gradients(self, grads):
+        """The one place between backward and the optimizer step where gradients are transformed: ``grads``
+        (name → array, the ones SGD reads) in place. Data parallelism averages them, g ← (1/size)·Σ_ranks g,
+        so that every process takes the same step; a single process has nothing to do."""
+
+
+ONE_PROCESS = World()
+
+
+@dataclass
+class RunState:
+    """Where training stands: saved in every checkpoint so a resumed run continues exactly."""
+    epoch: int = 0                 # completed epochs
+    step_in_epoch: int = 0         # completed steps of the current epoch
+    sums: dict = field(default_factory=lambda: dict(loss=0.0, correct=0, seen=0, seconds=0.0))
+    history: list = field(default_factory=list)
+    best_acc: float = -1.0
+
+
+# --- the batches -------------------------------------------------------------------------------------------
+def batch_indices(seed, epoch, index, num_examples, batch_size):
+    """The training examples of batch ``index`` of epoch ``epoch``: a slice of the epoch's permutation,
+    drawn from a generator seeded by (seed, epoch)."""
+    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    return order[index * batch_size:(index + 1) * batch_size]
+
+
+def augmented_batch(data, seed, epoch, index, batch_size):
+    """Batch ``index`` of epoch ``epoch`` of ``data`` (a ``data.Dataset`` with its ``mean`` and ``std`` set):
+    images (B, H, W, 3) float32, cropped and flipped with a generator seeded by (seed, epoch, index), then
+    normalised; labels (B,)."""
+    idx = batch_indices(seed, epoch, index, len(data.train_labels), batch_size)
+    images = datasets.random_crop_flip(data.train_images[idx], np.random.default_rng([seed, epoch, index]))
+    return datasets.normalize(images, data.mean, data.std), data.train_labels[idx]
+
+
+# --- one step, and evaluation --------------------------------------------------------------------------------
+def train_step(model, optimizer, x, y, lr, label_smoothing=0.0, clip_norm=None, world=ONE_PROCESS):
+    """One SGD step of ``model`` on the batch x, y (N,): forward, loss, backward, reduce, clip, update. x is
+    what the model takes: images (N, H, W, 3) for a network, pooled features (N, F) for a ``transfer.Head``.
+
+    x and y are host arrays; on a model moved to the GPU they are copied there, and only the loss and the
+    logits (N, K) come back. Returns ``(loss, correct)``; a loss that is not finite is returned before the
+    backward pass, with no parameter changed, so the caller can stop."""
+    model.train()
+    model.zero_grad()
+    backend = model.backend
+    labels = backend.to_device(y)
+    logits = model.forward(backend.to_device(x))
+    loss, probs = backend.loss.cross_entropy_forward(logits, labels, label_smoothing)
+    if not np.isfinite(loss):
+        return loss, 0
+    model.backward(backend.loss.cross_entropy_backward(probs, labels, label_smoothing))
+    world.reduce_gradients(optimizer.grads)
+    if clip_norm:                       # after the reduction: every process clips the same gradients
+        clip_grad_norm(optimizer.grads, clip_norm)
+    optimizer.lr = lr
+    optimizer.step()
+    return loss, int(np.sum(np.argmax(backend.to_host(logits), axis=1) == y))
+
+
+def evaluate(model, images, labels, mean, std, batch_size=EVAL_BATCH_SIZE):
+    """Eval-mode pass over a dataset of (N, H, W, 3) uint8 images: (mean loss, accuracy, predictions)."""
+    batches = (datasets.normalize(images[start:start + batch_size], mean, std).astype(model.dtype, copy=False)
+               for start in range(0, len(images), batch_size))
+    return score(model, batches, labels)
+
+
+def score(model, batches, labels):
+    """Eval-mode loss and accuracy of ``model`` on ``batches`` of inputs, whose labels are ``labels`` (N,)
+    in the same order: (mean loss, accuracy, predictions (N,))."""
+    model.eval()
+    predictions, total_loss, seen = [], 0.0, 0
+    for x in batches:
+        y = labels[seen:seen + len(x)]
+        seen += len(x)
+        logits = model.backend.to_host(model.forward(model.backend.to_device(x)))
+        loss, _ = cross_entropy_forward(logits, y)
+        total_loss += loss * len(y)
+        predictions.append(np.argmax(logits, axis=1))
+    predictions = np.concatenate(predictions)
+    return total_loss / len(labels), float(np.mean(predictions == labels)), predictions
+
+
+# --- the loop ------------------------------------------------------------------------------------------------
+class Trainer:
+    """Trains ``model`` (all of it) on ``data`` (a prepared ``data.Dataset``) with the recipe in ``args`` (the
+    training command's arguments) and writes the run folder ``run_dir``; ``transfer.LinearProbe`` trains the
+    classifier only. ``state`` and ``optimizer_state`` continue a run from its checkpoint."""
+
+    def __init__(self, args, config, data, model, run_dir, state=None, optimizer_state=None, world=ONE_PROCESS):
+        self.args, self.config, self.data, self.model, self.run_dir = args, config, data, model, run_dir
+        self.world = world
+        self.trainable = self.trainable_part(model)
+        self.optimizer = SGD(self.trainable.named_parameters(), self.trainable.named_grads(), args.lr, args.momentum,
+                             args.weight_decay, args.nesterov)
+        if optimizer_state:
+            self.optimizer.load_state_dict(optimizer_state)
+        self.state = state or RunState()
+        self.steps_per_epoch = len(data.train_images) // args.batch_size or 1
+        self.total_steps = self.steps_per_epoch * args.epochs
+        self.warmup_steps = int(round(args.warmup_epochs * self.steps_per_epoch))
+        self.stop_signal = None
+        for sig in EXIT_SIGNAL:            # from here on, Ctrl-C finishes the current step and saves
+            signal.signal(sig, self.on_signal)
+
+    def run(self):
+        """Train from ``self.state`` to ``args.epochs``; returns the exit status (0, or 130/143 after a signal)."""
+        st, args = self.state, self.args
+        while st.epoch < args.epochs:
+            epoch = st.epoch
+            progress = self.world.progress(self.steps_per_epoch, f"epoch {epoch + 1}/{args.epochs}")
+            while st.step_in_epoch < self.steps_per_epoch:
+                start = time.perf_counter()
+                x, y = self.batch(epoch, st.step_in_epoch)
+                lr = learning_rate(epoch * self.steps_per_epoch + st.step_in_epoch, self.total_steps, args.lr,
+                                   self.warmup_steps)
+                loss, correct = self.step(x, y, lr)
+                if not np.isfinite(loss):
+                    progress.close()
+                    raise TinyEffNetError(
+                        f"the training loss became {loss} at epoch {epoch + 1}, step {st.step_in_epoch + 1}; "
+                        f"stopped without saving. The last good checkpoint is {self.run_dir}/latest.npz (if any). "
+                        f"Try a lower --lr (now {args.lr}) or --clip-grad-norm 5.")
+                s = st.sums
+                s["loss"] += loss * len(y)
+                s["correct"] += correct
+                s["seen"] += len(y)
+                s["seconds"] += time.perf_counter() - start
+                st.step_in_epoch += 1
+                progress.update(st.step_in_epoch, loss=f"{s['loss'] / s['seen']:.3f}",
+                                acc=f"{100 * s['correct'] / s['seen']:.1f}%", lr=f"{lr:.4f}",
+                                **{"img/s": f"{s['seen'] / s['seconds']:.0f}"})
+                if self.stop_signal is not None:
+                    progress.close()
+                    return self.interrupt()
+            progress.close()
+            self.end_epoch(lr)
+        return 0
+
+    def trainable_part(self, model):
+        """The layer whose parameters SGD updates: here the whole network."""
+        return model
+
+    def batch_indices(self, epoch, index):
+        return batch_indices(self.args.seed, epoch, index, len(self.data.train_labels), self.args.batch_size)
+
+    def batch(self, epoch, index):
+        """Batch ``index`` of epoch ``epoch``: images (B, H, W, 3) augmented and normalised, labels (B,)."""
+        x, y = augmented_batch(self.data, self.args.seed, epoch, index, self.args.batch_size)
+        return x.astype(self.model.dtype, copy=False), y
+
+    def step(self, x, y, lr):
+        return train_step(self.trainable, self.optimizer, x, y, lr, self.args.label_smoothing,
+                          self.args.clip_grad_norm, self.world)
+
+    def end_epoch(self, lr):
+        """Evaluate, record the epoch's row, and (main process) print it and write the run folder."""
+        st, s = self.state, self.state.sums
+        start = time.perf_counter()
+        test_loss, test_acc = self.test()
+        row = dict(epoch=st.epoch + 1, train_loss=s["loss"] / s["seen"], train_acc=s["correct"] / s["seen"],
+                   test_loss=test_loss, test_acc=test_acc, lr=lr, seconds=s["seconds"],
+                   eval_seconds=time.perf_counter() - start, images_per_second=s["seen"] / s["seconds"])
+        st.history.append(row)
+        st.epoch, st.step_in_epoch = st.epoch + 1, 0
+        st.sums = RunState().sums
+        self.world.print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}% "
+                         f"| test loss {test_loss:.4f} acc {100 * test_acc:.2f}% | {row['seconds']:.0f} s, "
+                         f"{row['images_per_second']:.0f} img/s", flush=True)
+        if self.world.is_main:
+            write_metrics(self.run_dir, st.history)
+        if test_acc > st.best_acc:
+            st.best_acc = test_acc
+            self.save("best.npz")
+        self.save("latest.npz")
+        if self.world.is_main:
+            plot_curves(st.history, os.path.join(self.run_dir, "curves.png"),
+                        title=f"{self.config.name} on {self.args.dataset}")
+
+    def test(self):
+        """(loss, accuracy) on the test set in eval mode, after recalibrating batch norm in a short run."""
+        if self.needs_recalibration():
+            count = min(RECALIBRATION_BATCHES, self.steps_per_epoch)
+            recalibrate_batchnorm(self.model, (self.batch(self.state.epoch, i)[0] for i in range(count)))
+        return evaluate(self.model, self.data.test_images, self.data.test_labels, self.data.mean, self.data.std)[:2]
+
+    def needs_recalibration(self):
+        """Short runs: the running statistics still lag the weights (see ``recalibrate_batchnorm``)."""
+        steps = (self.state.epoch + 1) * self.steps_per_epoch
+        return steps < RECALIBRATION_HORIZON / (1 - self.config.bn_momentum)
+
+    def save(self, name):
+        """Write the checkpoint ``run_dir/name`` (main process only): model, optimizer and ``RunState``."""
+        if not self.world.is_main:
+            return
+        st = self.state
+        training = dict(epoch=st.epoch, step_in_epoch=st.step_in_epoch, sums=st.sums, history=st.history,
+                        best_acc=st.best_acc, noise_rng=self.model.noise_rng.bit_generator.state,
+                        args=vars(self.args), classes=self.data.classes,
+                        preprocess=dict(mean=self.data.mean.tolist(), std=self.data.std.tolist(),
+                                        resolution=self.config.resolution))
+        save_checkpoint(os.path.join(self.run_dir, name), self.model, self.optimizer, training)
+
+    # --- signals, and timing one step ----------------------------------------------------------------------
+    def on_signal(self, signum, frame):
+        if self.stop_signal is not None:      # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.stop_signal = signum
+        self.world.print(f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint "
+                         "(press Ctrl-C again to abort without saving)", file=sys.stderr, flush=True)
+
+    def interrupt(self):
+        self.save("latest.npz")
+        self.world.print(f"interrupted at epoch {self.state.epoch + 1}, step {self.state.step_in_epoch}; saved "
+                         f"{self.run_dir}/latest.npz\nresume with: python -m tinyeffnet.train --resume {self.run_dir}",
+                         file=sys.stderr, flush=True)
+        return EXIT_SIGNAL[self.stop_signal]
+
+    def measure_step_seconds(self):
+        """Time one training step (after one untimed step that compiles the kernels), then undo both."""
+        snapshot = {k: v.copy() for k, v in self.model.state_dict().items()}
+        velocity = {k: v.copy() for k, v in self.optimizer.state_dict().items()}
+        rng_state = self.model.noise_rng.bit_generator.state
+        x, y = self.batch(0, 0)
+        self.step(x, y, 0.0)
+        start = time.perf_counter()
+        self.step(x, y, 0.0)
+        seconds = time.perf_counter() - start
+        self.model.load_state_dict(snapshot)
+        self.model.noise_rng.bit_generator.state = rng_state
+        self.optimizer.load_state_dict(velocity)
+        return seconds
+
+
+def write_metrics(run_dir, history):
+    text = "".join(json.dumps(row) + "\n" for row in history)
+    atomic_write(os.path.join(run_dir, "metrics.jsonl"), lambda f: f.write(text.encode()))
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM (``signum``) before training started."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_now(signum, frame):
+    """The handler of SIGINT and SIGTERM until the ``Trainer`` installs its own: stop at once."""
+    raise Interrupted(signum)

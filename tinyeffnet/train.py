@@ -43,6 +43,7 @@ from tinyeffnet.layers import recalibrate_batchnorm
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.optim import SGD, clip_grad_norm, learning_rate
 from tinyeffnet.plots import plot_curves
+from tinyeffnet.pretrained import AVAILABLE
 from tinyeffnet.progress import Progress, format_seconds
 
 EVAL_BATCH_SIZE = 256
@@ -81,8 +82,8 @@ def parse_args(argv=None):
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     tl = p.add_argument_group("transfer learning")
     tl.add_argument("--pretrained", action="store_true",
-                    help="start from the ImageNet weights of --variant (lite0) with a new classifier for the "
-                         "dataset's classes; images are normalised as for ImageNet, (x − 127) / 128")
+                    help=f"start from the ImageNet weights of --variant ({', '.join(AVAILABLE)}) with a new "
+                         "classifier for the dataset's classes; images are normalised as for ImageNet, (x − 127) / 128")
     tl.add_argument("--freeze-body", action="store_true",
                     help="with --pretrained: train only the new classifier, on the frozen body's features computed "
                          "once (a linear probe; no augmentation)")

@@ -19,10 +19,11 @@ from tinyeffnet.pretrained import (MAGIC_NUMBER, PROTOCOL_VERSION, imagenet_clas
 from tinyeffnet.scaling import config_for_variant
 
 PARAMETERS = {"lite0": 4_652_008, "lite1": 5_416_680, "lite2": 6_092_072}
-MILITARY_UNIFORM, SUIT = 652, 834
-# Grace Hopper's top class for each set of weights (lite0 39 % military uniform, lite1 14 % military uniform
-# then 10 % comic book, lite2 8.5 % suit then 6.9 % military uniform); military uniform is in every top 5
-GRACE_HOPPER_TOP1 = {"lite0": MILITARY_UNIFORM, "lite1": MILITARY_UNIFORM, "lite2": SUIT}
+MILITARY_UNIFORM = 652
+# Grace Hopper's top class under each set of weights, as measured (lite0: 39.45 % military uniform, then 7.51 %
+# mortarboard; lite1: 14.13 % military uniform, then 10.30 % comic book; lite2: 8.45 % suit, then 6.91 % military
+# uniform); military uniform is in every top 5
+GRACE_HOPPER_TOP1 = {"lite0": "military uniform", "lite1": "military uniform", "lite2": "suit"}
 
 
 # --- a tiny legacy torch file written opcode by opcode (no torch needed) -------------------------------
@@ -190,8 +191,7 @@ def test_predict_grace_hopper_wears_a_military_uniform(name):
                              "--json"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     top5 = json.loads(result.stdout)["top5"]
-    classes = imagenet_classes()
-    assert top5[0]["index"] == GRACE_HOPPER_TOP1[name] and top5[0]["name"] == classes[GRACE_HOPPER_TOP1[name]]
+    assert top5[0]["name"] == GRACE_HOPPER_TOP1[name]
     assert MILITARY_UNIFORM in [t["index"] for t in top5]
     assert [t["probability"] for t in top5] == sorted((t["probability"] for t in top5), reverse=True)
 

@@ -2,9 +2,7 @@
 tables and logits that PyTorch produced once in a side environment (``tests/data/reference_*.txt``)."""
 
 import errno
-import importlib.util
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from reference_weights import REFERENCE_RESOLUTION, REFERENCE_STEP, formula_input, formula_state, read_table
+from weights_installed import WITH_WEIGHTS
 
 import tinyeffnet.checkpoint as ckpt
 import tinyeffnet.pretrained as pretrained
@@ -26,9 +26,8 @@ safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
 DATA = Path(__file__).parent / "data"
 TINY = ModelConfig(name="tiny", width=0.25, depth=0.1, resolution=32, dropout=0.0, num_classes=10)
-REFERENCE_RESOLUTION, REFERENCE_STEP = 32, 50      # how reference_logits_*.txt were made (see their header)
-needs_weights = pytest.mark.skipif(importlib.util.find_spec(pretrained.AVAILABLE["lite0"].package) is None,
-                                   reason=f"{pretrained.AVAILABLE['lite0'].pip_name} is not installed")
+REFERENCE_VARIANTS = ["b0", "lite0", "lite1", "lite2"]   # those with tests/data/reference_{names,logits}_*.txt
+
 
 
 def run(*args):
@@ -52,12 +51,7 @@ def trained_like(config, seed=0):
 # --- the reference tables (PyTorch's names, dtypes, shapes; and logits) --------------------------------
 def reference_table(variant):
     """[(name, dtype, shape)] of EfficientNet-PyTorch's state_dict for ``variant``."""
-    rows = []
-    for line in (DATA / f"reference_names_{variant}.txt").read_text().splitlines():
-        if not line.startswith("#"):
-            name, dtype, shape = line.split()
-            rows.append((name, dtype, tuple(int(n) for n in shape.strip("()").split(",") if n)))
-    return rows
+    return read_table(DATA / f"reference_names_{variant}.txt")
 
 
 def reference_logits(variant):
@@ -65,47 +59,16 @@ def reference_logits(variant):
     return np.array([[float(v) for v in line.split()] for line in text if not line.startswith("#")])
 
 
-def uniform(count, stream):
-    """splitmix64 of ``arange(count)`` in stream ``stream``, mapped to [−1, 1): integer arithmetic only, so the
-    same numbers here as in the side environment that produced reference_logits_*.txt."""
-    z = np.arange(count, dtype=np.uint64) + np.uint64((stream + 1) * 0x9E3779B97F4A7C15 % 2 ** 64)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) / 2.0 ** 52 - 1.0
-
-
-def formula_state(table):
-    """The weights reference_logits_*.txt were computed with, in PyTorch's names and layouts."""
-    state = {}
-    for t, (name, dtype, shape) in enumerate(table):
-        w = uniform(math.prod(shape), t).reshape(shape)
-        if dtype == "int64":
-            state[name] = np.zeros(shape, np.int64)
-            continue
-        if name.endswith("running_var"):
-            value = 0.5 + 0.5 * w ** 2
-        elif name.endswith(("running_mean", "bias")):
-            value = 0.1 * w
-        elif len(shape) == 1:                                        # batch-norm weight
-            value = 1 + 0.1 * w
-        else:                                                        # convolution or linear weight
-            value = w * np.sqrt(6 / math.prod(shape[1:]))
-        state[name] = value.astype(np.float32)
-    return state
-
-
 def formula_logits(variant):
     """tinyeffnet's logits[:, ::REFERENCE_STEP] with the formula weights loaded through the name and layout map."""
     table = reference_table(variant)
     model = EfficientNet(config_for_variant(variant, resolution=REFERENCE_RESOLUTION))
     load_torch_state(model, formula_state(table), "formula weights")
-    r = REFERENCE_RESOLUTION
-    x_nchw = uniform(2 * 3 * r * r, len(table)).reshape(2, 3, r, r).astype(np.float32)
+    x_nchw = formula_input(table)
     return model.eval().forward(np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1)))[:, ::REFERENCE_STEP]
 
 
-@pytest.mark.parametrize("variant", ["b0", "lite0"])
+@pytest.mark.parametrize("variant", REFERENCE_VARIANTS)
 def test_logits_match_pytorch(variant):
     """The same weights give the same logits here as in EfficientNet-PyTorch: every name goes to the right
     layer, every layout is right (a transposed depthwise kernel or swapped batch norms would not pass)."""
@@ -120,7 +83,7 @@ def test_a_wrong_layout_would_be_caught(monkeypatch):
     assert not np.allclose(formula_logits("b0"), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("variant", ["b0", "lite0"])
+@pytest.mark.parametrize("variant", REFERENCE_VARIANTS)
 def test_every_exported_name_dtype_and_shape_is_pytorchs(variant, tmp_path):
     path = tmp_path / f"{variant}.safetensors"
     save_safetensors(path, EfficientNet(config_for_variant(variant)))
@@ -140,7 +103,8 @@ def test_import_then_export_gives_back_pytorchs_tensors(tmp_path):
 
 
 # --- round trip within tinyeffnet ----------------------------------------------------------------------
-@pytest.mark.parametrize("config", [TINY, config_for_variant("lite0")], ids=["b0-tiny", "lite0"])
+@pytest.mark.parametrize("config", [TINY, *map(config_for_variant, pretrained.AVAILABLE)],
+                         ids=["b0-tiny", *pretrained.AVAILABLE])
 def test_round_trip_is_exact(config, tmp_path):
     model = trained_like(config)
     path = tmp_path / "m.safetensors"
@@ -217,14 +181,16 @@ def test_predict_reads_the_export_like_the_checkpoint(run_checkpoint, tmp_path):
     assert outputs[0] == outputs[1]
 
 
-@needs_weights
-def test_export_pretrained_lite0(tmp_path):
-    path = tmp_path / "lite0.safetensors"
-    result = run("tinyeffnet.export", "--pretrained", "lite0", path)
+@pytest.mark.parametrize("name", WITH_WEIGHTS)
+def test_export_pretrained(name, tmp_path):
+    path = tmp_path / f"{name}.safetensors"
+    result = run("tinyeffnet.export", "--pretrained", name, path)
     assert result.returncode == 0, result.stderr
-    assert "efficientnet_lite_pytorch.EfficientNet.from_name('efficientnet-lite0', image_size=224" in result.stdout
+    resolution = config_for_variant(name).resolution                 # 224, 240, 260: each variant's own
+    assert f"efficientnet_lite_pytorch.EfficientNet.from_name('efficientnet-{name}', image_size={resolution}" \
+        in result.stdout
     model, training = read_model(path)
-    reference = pretrained.load_pretrained("lite0").state_dict()
+    reference = pretrained.load_pretrained(name).state_dict()
     assert all(np.array_equal(model.state_dict()[k], v) for k, v in reference.items())
     assert training["classes"] == pretrained.imagenet_classes() and training["preprocess"] == pretrained.PREPROCESS
 

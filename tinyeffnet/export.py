@@ -38,7 +38,7 @@ from tinyeffnet.checkpoint import (SAFETENSORS_SUFFIX, atomic_write, check_heade
 from tinyeffnet.cli import run_cli
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.model import EfficientNet
-from tinyeffnet.pretrained import (BLOCKS, PREPROCESS, counterpart, imagenet_classes, load_pretrained,
+from tinyeffnet.pretrained import (AVAILABLE, BLOCKS, PREPROCESS, counterpart, imagenet_classes, load_pretrained,
                                    load_torch_state, to_torch_state)
 from tinyeffnet.scaling import BN_EPSILON, VARIANTS, config_for_variant
 
@@ -210,7 +210,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m tinyeffnet.export", description=__doc__.splitlines()[0])
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="a run folder (uses best.npz), a .npz checkpoint or a .safetensors file")
-    source.add_argument("--pretrained", metavar="NAME", help="ImageNet weights of an installed package (lite0)")
+    source.add_argument("--pretrained", metavar="NAME", choices=list(AVAILABLE),
+                        help=f"ImageNet weights of an installed package: {', '.join(AVAILABLE)}")
     p.add_argument("--variant", choices=list(VARIANTS),
                    help="the architecture of a .safetensors --checkpoint saved without tinyeffnet's metadata "
                         "(e.g. from PyTorch), where its tensors do not tell")

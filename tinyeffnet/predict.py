@@ -17,7 +17,7 @@ from tinyeffnet.cli import run_cli
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.data import normalize
 from tinyeffnet.model import EfficientNet
-from tinyeffnet.pretrained import PREPROCESS, imagenet_classes, load_pretrained
+from tinyeffnet.pretrained import AVAILABLE, PREPROCESS, imagenet_classes, load_pretrained
 
 TOP_K = 5
 
@@ -57,7 +57,8 @@ def main(argv=None):
     p.add_argument("images", nargs="+", help="image files (any size and format Pillow reads)")
     weights = p.add_mutually_exclusive_group(required=True)
     weights.add_argument("--checkpoint", help="a run folder (uses best.npz), a .npz checkpoint or a .safetensors export")
-    weights.add_argument("--pretrained", metavar="NAME", help="ImageNet weights of an installed package (lite0)")
+    weights.add_argument("--pretrained", metavar="NAME", choices=list(AVAILABLE),
+                         help=f"ImageNet weights of an installed package: {', '.join(AVAILABLE)}")
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")
     args = p.parse_args(argv)
     if args.pretrained is not None:

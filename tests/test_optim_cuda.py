@@ -1,5 +1,6 @@
 """The CUDA twins of the optimiser updates and the moving average (``kernels/cuda/{rmsprop,adamw,ema}.py``)
-against their CPU kernels, in float32, over several steps (the state carries over).
+against their CPU kernels, in float32, over several steps (the state carries over); then the optimiser
+classes and ``WeightAverage`` on the device against the same on the CPU.
 
 Without a GPU the twins run under Numba's CUDA simulator, in a child process (``tests/cudasim.py``): in a
 process that cannot run CUDA kernels the device tests skip and ``test_twins_pass_under_the_simulator`` runs
@@ -7,6 +8,7 @@ this file again with the simulator on. The simulator runs every GPU thread as a 
 shapes are small: one element, and 130 elements (more than two blocks of 64 threads).
 """
 
+import importlib
 import inspect
 import os
 import subprocess
@@ -18,10 +20,14 @@ import pytest
 numba_cuda = pytest.importorskip("numba.cuda", reason="numba.cuda is not importable: pip install 'tinyeffnet[cuda]'")
 
 from cudasim import NO_DEVICE, rerun_under_simulator
+from test_averaging import Tiny
+from tinyeffnet.averaging import WeightAverage
+from tinyeffnet.backend import backend
 from tinyeffnet.kernels import adamw, ema, rmsprop
 from tinyeffnet.kernels.cuda import adamw as adamw_cuda
 from tinyeffnet.kernels.cuda import ema as ema_cuda
 from tinyeffnet.kernels.cuda import rmsprop as rmsprop_cuda
+from tinyeffnet.optim import OPTIMIZERS, make_optimizer
 
 pytestmark = pytest.mark.cuda
 
@@ -37,6 +43,17 @@ def cuda():
     if NO_DEVICE:
         pytest.skip(NO_DEVICE)
     return numba_cuda
+
+
+@pytest.fixture
+def backends_have_the_new_kernels(cuda, monkeypatch):
+    """Until ``tinyeffnet.backend.KERNELS`` names rmsprop, adamw and ema (a merge step), hand them to both
+    backends; returns the CUDA backend."""
+    device = backend("cuda")
+    for name in ("rmsprop", "adamw", "ema"):
+        monkeypatch.setattr(backend("cpu"), name, importlib.import_module(f"tinyeffnet.kernels.{name}"), raising=False)
+        monkeypatch.setattr(device, name, importlib.import_module(f"tinyeffnet.kernels.cuda.{name}"), raising=False)
+    return device
 
 
 def test_twins_pass_under_the_simulator():
@@ -109,3 +126,46 @@ def test_twins_check_their_arguments(cuda):
         rmsprop_cuda.rmsprop_update(p, p, cuda.to_device(np.zeros(2, np.float32)), p, 0.1, 0.9, 0.9, 1e-3, 0.0)
     with pytest.raises(TypeError, match="x must be float32"):
         ema_cuda.ema_update(p, cuda.to_device(np.zeros(3)), 0.9)
+
+
+# ---- the classes on the device: state beside the parameters, the same numbers as on the CPU ----
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_optimizer_on_the_device_matches_the_cpu(backends_have_the_new_kernels, name):
+    device = backends_have_the_new_kernels
+    params = {"w": random((3, 50), 0), "b": random(50, 1)}
+    grads = {"w": random((3, 50), 2), "b": random(50, 3)}
+    on_device = [{k: device.to_device(a) for k, a in arrays.items()} for arrays in (params, grads)]
+    hyper = dict(lr=0.01, weight_decay=0.01)
+    on_cpu, on_gpu = make_optimizer(name, params, grads, **hyper), make_optimizer(name, *on_device, **hyper)
+    for _ in range(STEPS):
+        on_cpu.step()
+        on_gpu.step()
+    for k, p in params.items():
+        np.testing.assert_allclose(on_device[0][k].copy_to_host(), p, **TOLERANCE)
+    cpu_state, gpu_state = on_cpu.state_dict(), on_gpu.state_dict()
+    assert cpu_state.keys() == gpu_state.keys()
+    for k, v in cpu_state.items():
+        np.testing.assert_allclose(gpu_state[k], v, **TOLERANCE, err_msg=k)
+
+
+def test_weight_average_on_the_device_matches_the_cpu(backends_have_the_new_kernels):
+    device = backends_have_the_new_kernels
+    cpu_model, gpu_model = Tiny(np.float32), Tiny(np.float32).to("cuda")
+    cpu_average, gpu_average = WeightAverage(cpu_model), WeightAverage(gpu_model)
+    rng = np.random.default_rng(1)
+    for _ in range(STEPS):
+        for (_, cpu_arrays, key), (_, gpu_arrays, _) in zip(cpu_average.slots, gpu_average.slots):
+            value = rng.standard_normal(cpu_arrays[key].shape).astype(np.float32)
+            cpu_arrays[key][...] = value
+            device.copy_into(gpu_arrays[key], value)
+        cpu_average.update()
+        gpu_average.update()
+    weight = gpu_model.linear.params["weight"]
+    with gpu_average.applied():
+        np.testing.assert_allclose(gpu_model.linear.params["weight"].copy_to_host(),
+                                   cpu_average.average["linear.weight"], **TOLERANCE)
+    assert gpu_model.linear.params["weight"] is weight
+    cpu_state, gpu_state = cpu_average.state_dict(), gpu_average.state_dict()
+    for k, v in cpu_state.items():
+        np.testing.assert_allclose(gpu_state[k], v, **TOLERANCE, err_msg=k)

@@ -26,3 +26,17 @@ def check_shape(name, a, expected):
     if len(a.shape) != len(expected) or any(e is not None and s != e for s, e in zip(a.shape, expected)):
         want = "(" + ", ".join("?" if e is None else str(e) for e in expected) + ")"
         raise ValueError(f"{name} has shape {a.shape}, expected {want}")
+
+
+def check_in_place(written, read):
+    """Check the arrays of an update done in place, and return the read ones C-contiguous.
+
+    ``written``: (name, array) pairs the kernel overwrites, float ndarrays of the first one's dtype and
+    C-contiguous (a contiguous copy would receive the update and be thrown away). ``read``: (name, array)
+    pairs it only reads, of the same dtype; they are copied only if they were not contiguous."""
+    dtype = check_array(*written[0]).dtype
+    for name, a in written:
+        check_array(name, a, dtype=dtype)
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous: it is updated in place")
+    return tuple(check_array(name, a, dtype=dtype) for name, a in read)

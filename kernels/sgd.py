@@ -15,7 +15,7 @@ arrays. The arithmetic runs in the tensor's own precision (lr, μ, λ are conver
 
 from numba import njit, prange
 
-from ._checks import check_array, check_shape
+from ._checks import check_in_place, check_shape
 
 
 @njit(parallel=True, cache=True)
@@ -41,11 +41,7 @@ def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov):
 
     param, grad, velocity: C-contiguous float arrays of one shape and dtype; param and velocity are updated.
     lr, momentum, weight_decay: floats ≥ 0; nesterov: bool."""
-    for name, a in (("param", param), ("velocity", velocity)):
-        check_array(name, a, dtype=param.dtype)
-        if not a.flags.c_contiguous:
-            raise ValueError(f"{name} must be C-contiguous: it is updated in place")
-    grad = check_array("grad", grad, dtype=param.dtype)
+    (grad,) = check_in_place([("param", param), ("velocity", velocity)], [("grad", grad)])
     _check_update(param, grad, velocity, lr, momentum, weight_decay)
     scalar = param.dtype.type
     _sgd_update(param.reshape(-1), grad.reshape(-1), velocity.reshape(-1), scalar(lr), scalar(momentum),

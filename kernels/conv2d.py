@@ -22,17 +22,27 @@ import numba
 import numpy as np
 
 from ._checks import check_array, check_shape
-from .depthwise import check_window, same_geometry, tap_range
+from .padding import check_window, same_geometry, tap_range
 from .pointwise import pointwise_conv_backward, pointwise_conv_forward
 
 
-def _checked(x, w, stride):
-    x = check_array("x", x, ndim=4)
-    w = check_array("w", w, ndim=4, dtype=x.dtype)
+def _checked(x, w, stride, check=check_array):
+    """Check x (N, H, W, C_in), w (k, k, C_in, C_out) (arrays of the kind ``check``, one dtype) and stride."""
+    x = check("x", x, ndim=4)
+    w = check("w", w, ndim=4, dtype=x.dtype)
     check_window(w, stride)
     if w.shape[2] != x.shape[3]:
         raise ValueError(f"w has {w.shape[2]} input channels but x has {x.shape[3]}; a conv2d w is (k, k, C_in, C_out)")
     return x, w
+
+
+def _checked_backward(x, w, dy, stride, check=check_array):
+    """The forward's checks, and dy (N, Ho, Wo, C_out) of x's kind and dtype; return x, w, dy."""
+    x, w = _checked(x, w, stride, check)
+    out_h, _, out_w, _ = same_geometry(x, w.shape[0], stride)
+    dy = check("dy", dy, ndim=4, dtype=x.dtype)
+    check_shape("dy", dy, (x.shape[0], out_h, out_w, w.shape[3]))
+    return x, w, dy
 
 
 def _im2col(x, k, stride):
@@ -55,11 +65,9 @@ def conv2d_backward(x, w, dy, stride):
     """Gradients of ``L = Σ y·dy`` for ``y = conv2d_forward(x, w, stride)``.
 
     dy: (N, ceil(H/s), ceil(W/s), C_out) in x's dtype. Returns ``(dx, dw)`` shaped like ``x`` and ``w``."""
-    x, w = _checked(x, w, stride)
+    x, w, dy = _checked_backward(x, w, dy, stride)
     k = w.shape[0]
-    out_h, pad_top, out_w, pad_left = same_geometry(x, k, stride)
-    dy = check_array("dy", dy, ndim=4, dtype=x.dtype)
-    check_shape("dy", dy, (x.shape[0], out_h, out_w, w.shape[3]))
+    _, pad_top, _, pad_left = same_geometry(x, k, stride)
     dcols, dw = pointwise_conv_backward(_im2col(x, k, stride), w.reshape(-1, w.shape[3]), dy)
     dx = np.empty_like(x)
     _col2im_loops(dcols.reshape(dy.shape[:3] + w.shape[:3]), int(stride), pad_top, pad_left, dx)

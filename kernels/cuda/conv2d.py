@@ -18,11 +18,12 @@ Thread mapping:
 
 from numba import cuda
 
-from ._checks import check_shape
-from ._device_cuda import THREADS_PER_BLOCK, blocks_for, check_device_array, split_index
-from .depthwise import check_window, same_geometry
-from .depthwise_cuda import source_index, window_index
-from .pointwise_cuda import pointwise_conv_backward, pointwise_conv_forward
+from .._checks import check_device_array
+from ..conv2d import _checked, _checked_backward
+from ..padding import same_geometry
+from ._device import THREADS_PER_BLOCK, blocks_for, split_index
+from .depthwise import source_index, window_index
+from .pointwise import pointwise_conv_backward, pointwise_conv_forward
 
 
 @cuda.jit(cache=True)
@@ -57,15 +58,6 @@ def _col2im_kernel(dcols, k, stride, pad_top, pad_left, out_h, out_w, dx):
         dx[n, h, v, c] = acc
 
 
-def _checked(x, w, stride):
-    x = check_device_array("x", x, ndim=4)
-    w = check_device_array("w", w, ndim=4)
-    check_window(w, stride)
-    if w.shape[2] != x.shape[3]:
-        raise ValueError(f"w has {w.shape[2]} input channels but x has {x.shape[3]}; a conv2d w is (k, k, C_in, C_out)")
-    return x, w
-
-
 def _im2col(x, k, stride):
     """cols (N, Ho, Wo, k·k·C_in): the windows of x, ready for ``pointwise_cuda``."""
     out_h, pad_top, out_w, pad_left = same_geometry(x, k, stride)
@@ -84,7 +76,7 @@ def conv2d_forward(x, w, stride):
 
     x: (N, H, W, C_in) float32 device array, w: (k, k, C_in, C_out), stride 1 or 2.
     Returns y: (N, ceil(H/s), ceil(W/s), C_out)."""
-    x, w = _checked(x, w, stride)
+    x, w = _checked(x, w, stride, check_device_array)
     return pointwise_conv_forward(_im2col(x, w.shape[0], stride), _as_matrix(w))
 
 
@@ -92,11 +84,9 @@ def conv2d_backward(x, w, dy, stride):
     """Gradients of ``L = Σ y·dy`` for ``y = conv2d_forward(x, w, stride)``.
 
     dy: (N, ceil(H/s), ceil(W/s), C_out) device array. Returns ``(dx, dw)`` shaped like ``x`` and ``w``."""
-    x, w = _checked(x, w, stride)
+    x, w, dy = _checked_backward(x, w, dy, stride, check_device_array)
     k = w.shape[0]
     out_h, pad_top, out_w, pad_left = same_geometry(x, k, stride)
-    dy = check_device_array("dy", dy, ndim=4)
-    check_shape("dy", dy, (x.shape[0], out_h, out_w, w.shape[3]))
     dcols, dw = pointwise_conv_backward(_im2col(x, k, stride), _as_matrix(w), dy)
     dx = cuda.device_array_like(x)
     dcols = dcols.reshape(-1, k * k * x.shape[3])

@@ -21,8 +21,8 @@ pixels it was copied from (windows overlap, so a pixel collects from several) to
 import numba
 import numpy as np
 
-from ._checks import check_array, check_shape
-from .padding import check_window, same_geometry, tap_range
+from ._checks import check_array
+from .padding import check_window, check_window_gradient, same_geometry, tap_range
 from .pointwise import pointwise_conv_backward, pointwise_conv_forward
 
 
@@ -34,15 +34,6 @@ def _checked(x, w, stride, check=check_array):
     if w.shape[2] != x.shape[3]:
         raise ValueError(f"w has {w.shape[2]} input channels but x has {x.shape[3]}; a conv2d w is (k, k, C_in, C_out)")
     return x, w
-
-
-def _checked_backward(x, w, dy, stride, check=check_array):
-    """The forward's checks, and dy (N, Ho, Wo, C_out) of x's kind and dtype; return x, w, dy."""
-    x, w = _checked(x, w, stride, check)
-    out_h, _, out_w, _ = same_geometry(x, w.shape[0], stride)
-    dy = check("dy", dy, ndim=4, dtype=x.dtype)
-    check_shape("dy", dy, (x.shape[0], out_h, out_w, w.shape[3]))
-    return x, w, dy
 
 
 def _im2col(x, k, stride):
@@ -65,7 +56,8 @@ def conv2d_backward(x, w, dy, stride):
     """Gradients of ``L = Σ y·dy`` for ``y = conv2d_forward(x, w, stride)``.
 
     dy: (N, ceil(H/s), ceil(W/s), C_out) in x's dtype. Returns ``(dx, dw)`` shaped like ``x`` and ``w``."""
-    x, w, dy = _checked_backward(x, w, dy, stride)
+    x, w = _checked(x, w, stride)
+    dy = check_window_gradient(x, w, dy, stride)
     k = w.shape[0]
     _, pad_top, _, pad_left = same_geometry(x, k, stride)
     dcols, dw = pointwise_conv_backward(_im2col(x, k, stride), w.reshape(-1, w.shape[3]), dy)

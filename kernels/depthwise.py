@@ -28,8 +28,8 @@ with the dense convolution (``conv2d.py``), which slides the same windows.
 import numba
 import numpy as np
 
-from ._checks import check_array, check_shape
-from .padding import check_window, same_geometry, tap_range
+from ._checks import check_array
+from .padding import check_window, check_window_gradient, same_geometry, tap_range
 
 # dw is a sum over the whole batch. Each of BATCH_CHUNKS chunks of images gets its own partial sum,
 # added in a fixed order afterwards: the result does not depend on how many threads ran the chunks.
@@ -44,15 +44,6 @@ def _checked(x, w, stride, check=check_array):
     if w.shape[2] != x.shape[3]:
         raise ValueError(f"w has {w.shape[2]} channels but x has {x.shape[3]}; a depthwise w is (k, k, C)")
     return x, w
-
-
-def _checked_backward(x, w, dy, stride, check=check_array):
-    """The forward's checks, and dy (N, Ho, Wo, C) of x's kind and dtype; return x, w, dy."""
-    x, w = _checked(x, w, stride, check)
-    out_h, _, out_w, _ = same_geometry(x, w.shape[0], stride)
-    dy = check("dy", dy, ndim=4, dtype=x.dtype)
-    check_shape("dy", dy, (x.shape[0], out_h, out_w, x.shape[3]))
-    return x, w, dy
 
 
 def depthwise_conv_forward(x, w, stride):
@@ -71,7 +62,8 @@ def depthwise_conv_backward(x, w, dy, stride):
     """Gradients of ``L = Σ y·dy`` for ``y = depthwise_conv_forward(x, w, stride)``.
 
     dy: the forward output's shape and dtype. Returns ``(dx, dw)`` shaped like ``x`` and ``w``."""
-    x, w, dy = _checked_backward(x, w, dy, stride)
+    x, w = _checked(x, w, stride)
+    dy = check_window_gradient(x, w, dy, stride)
     _, pad_top, _, pad_left = same_geometry(x, w.shape[0], stride)
     dx = np.empty_like(x)
     dw_parts = np.empty((BATCH_CHUNKS,) + w.shape, dtype=x.dtype)

@@ -9,7 +9,7 @@ a layer's ``grads``, and gradients zeroed, measured and scaled (for clipping).
 
 On the CPU each is one NumPy expression: NumPy's vectorised loops are as fast as a Numba loop here. The
 functions exist so that a layer writes ``self.backend.elementwise.add(h, x)`` and the same line runs on the
-GPU (``elementwise_cuda.py``), where device arrays have no arithmetic operators.
+GPU (``cuda/elementwise.py``), where device arrays have no arithmetic operators.
 """
 
 import numpy as np

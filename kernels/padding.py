@@ -16,6 +16,8 @@ import numbers
 
 import numba
 
+from ._checks import check_array, check_shape
+
 STRIDES = (1, 2)
 
 
@@ -42,6 +44,15 @@ def same_geometry(x, k, stride):
     out_h, pad_top, _ = same_padding(x.shape[1], k, stride)
     out_w, pad_left, _ = same_padding(x.shape[2], k, stride)
     return out_h, pad_top, out_w, pad_left
+
+
+def check_window_gradient(x, w, dy, stride, check=check_array):
+    """Check dy (N, Ho, Wo, C_out), the gradient of a window's output, for x (N, H, W, ·) and w (k, k, …, C_out)
+    already checked; ``check`` is the array kind (``_checks.py``). Returns dy."""
+    out_h, _, out_w, _ = same_geometry(x, w.shape[0], stride)
+    dy = check("dy", dy, ndim=4, dtype=x.dtype)
+    check_shape("dy", dy, (x.shape[0], out_h, out_w, w.shape[w.ndim - 1]))
+    return dy
 
 
 @numba.njit(cache=True, inline="always")

@@ -108,7 +108,8 @@ def batchnorm_act_train_forward(x, gamma, beta, eps, activation):
 
 def batchnorm_act_eval_forward(x, gamma, beta, mean, var, eps, activation):
     """Batch norm with given (running) statistics, then ``activation``. Shapes as the train forward; returns z."""
-    x, x2, (gamma, beta, mean, var) = _check(x, eps, activation, check_device_array, gamma=gamma, beta=beta, mean=mean, var=var)
+    x, x2, (gamma, beta, mean, var) = _check(x, eps, activation, check_device_array, gamma=gamma, beta=beta, mean=mean,
+                                             var=var)
     return _forward(x, x2, gamma, beta, mean, var, eps, activation)
 
 
@@ -117,7 +118,8 @@ def batchnorm_act_train_backward(x, gamma, beta, mean, var, eps, dz, activation)
 
     x, dz: (..., C); gamma, beta, and the forward's mean, var: (C,). Returns ``(dx, dgamma, dbeta)``.
     """
-    x, x2, (gamma, beta, mean, var) = _check(x, eps, activation, check_device_array, gamma=gamma, beta=beta, mean=mean, var=var)
+    x, x2, (gamma, beta, mean, var) = _check(x, eps, activation, check_device_array, gamma=gamma, beta=beta, mean=mean,
+                                             var=var)
     dz = check_like("dz", dz, x, check_device_array)
     channels = x2.shape[1]
     dx = cuda.device_array_like(x)

@@ -3,7 +3,7 @@ device arrays.
 
 Same functions, arguments, shapes and SAME padding as the CPU file (read it for the formulas).
 im2col copies every k×k×C_in window into one row of ``cols`` (N·Ho·Wo, k·k·C_in) and the convolution
-becomes the 1×1 convolution ``pointwise_cuda`` of ``cols`` with ``w`` as (k·k·C_in, C_out). Backward:
+becomes the 1×1 convolution ``cuda/pointwise.py`` of ``cols`` with ``w`` as (k·k·C_in, C_out). Backward:
 the pointwise backward gives ``dw`` and ``dcols``; col2im adds each window's ``dcols`` back onto the
 pixels it was copied from.
 
@@ -12,15 +12,15 @@ Thread mapping:
 * im2col: one thread per element of ``cols``: row (n, i, j) is the window, column (p, q, c) the tap;
   taps in the padding get 0.
 * col2im: one thread per element (n, h, v, c) of ``dx``, which *gathers* ``dcols`` from every window
-  that copied its pixel (``depthwise_cuda.window_index``): no two threads write one element, so no
+  that copied its pixel (``cuda/depthwise.py``'s ``window_index``): no two threads write one element, so no
   atomics are needed, and every sum has a fixed order.
 """
 
 from numba import cuda
 
 from .._checks import check_device_array
-from ..conv2d import _checked, _checked_backward
-from ..padding import same_geometry
+from ..conv2d import _checked
+from ..padding import check_window_gradient, same_geometry
 from ._device import THREADS_PER_BLOCK, blocks_for, split_index
 from .depthwise import source_index, window_index
 from .pointwise import pointwise_conv_backward, pointwise_conv_forward
@@ -59,7 +59,7 @@ def _col2im_kernel(dcols, k, stride, pad_top, pad_left, out_h, out_w, dx):
 
 
 def _im2col(x, k, stride):
-    """cols (N, Ho, Wo, k·k·C_in): the windows of x, ready for ``pointwise_cuda``."""
+    """cols (N, Ho, Wo, k·k·C_in): the windows of x, ready for ``cuda/pointwise.py``."""
     out_h, pad_top, out_w, pad_left = same_geometry(x, k, stride)
     cols = cuda.device_array((x.shape[0] * out_h * out_w, k * k * x.shape[3]), x.dtype)
     _im2col_kernel[blocks_for(cols.size), THREADS_PER_BLOCK](x, k, int(stride), pad_top, pad_left, out_h, out_w, cols)
@@ -84,7 +84,8 @@ def conv2d_backward(x, w, dy, stride):
     """Gradients of ``L = Σ y·dy`` for ``y = conv2d_forward(x, w, stride)``.
 
     dy: (N, ceil(H/s), ceil(W/s), C_out) device array. Returns ``(dx, dw)`` shaped like ``x`` and ``w``."""
-    x, w, dy = _checked_backward(x, w, dy, stride, check_device_array)
+    x, w = _checked(x, w, stride, check_device_array)
+    dy = check_window_gradient(x, w, dy, stride, check_device_array)
     k = w.shape[0]
     out_h, pad_top, out_w, pad_left = same_geometry(x, k, stride)
     dcols, dw = pointwise_conv_backward(_im2col(x, k, stride), _as_matrix(w), dy)

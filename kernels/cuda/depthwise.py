@@ -16,14 +16,14 @@ Thread mapping:
 * ``dw``: **one block per weight** (p, q, c); the block's threads stride over the N·Ho·Wo windows and
   ``block_sum`` adds their partial sums in shared memory (float64, a fixed order, no atomics).
 
-``source_index`` and ``window_index`` are shared with ``conv2d_cuda.py``, which slides the same windows.
+``source_index`` and ``window_index`` are shared with ``cuda/conv2d.py``, which slides the same windows.
 """
 
 from numba import cuda
 
 from .._checks import check_device_array
-from ..depthwise import _checked, _checked_backward
-from ..padding import same_geometry
+from ..depthwise import _checked
+from ..padding import check_window_gradient, same_geometry
 from ._device import THREADS_PER_BLOCK, block_sum, blocks_for, split_index
 
 
@@ -117,7 +117,8 @@ def depthwise_conv_backward(x, w, dy, stride):
     """Gradients of ``L = Σ y·dy`` for ``y = depthwise_conv_forward(x, w, stride)``.
 
     dy: the forward output's shape. Returns ``(dx, dw)`` shaped like ``x`` and ``w``."""
-    x, w, dy = _checked_backward(x, w, dy, stride, check_device_array)
+    x, w = _checked(x, w, stride, check_device_array)
+    dy = check_window_gradient(x, w, dy, stride, check_device_array)
     _, pad_top, _, pad_left = same_geometry(x, w.shape[0], stride)
     dx = cuda.device_array_like(x)
     dw = cuda.device_array_like(w)

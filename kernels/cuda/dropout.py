@@ -8,7 +8,7 @@ from a seeded ``numpy.random.Generator`` and copied with ``cuda.to_device``: one
 mask on the CPU and on the GPU, so the two backends can be compared step by step.
 
 Thread mapping: one thread per element of the output. Drop connect is the excite multiply of
-``scale_cuda.py`` with a single channel, as on the CPU.
+``cuda/scale.py`` with a single channel, as on the CPU.
 """
 
 from numba import cuda
@@ -47,7 +47,7 @@ def dropout_backward(mask, dy):
 
 
 def _apply_keep(a, a_name, keep):
-    """a[n] · keep[n] for a (N, H, W, C): the excite multiply of ``scale_cuda.py`` with a single channel."""
+    """a[n] · keep[n] for a (N, H, W, C): the excite multiply of ``cuda/scale.py`` with a single channel."""
     a, keep = _check_keep(a, a_name, keep, check_device_array)
     batch = a.shape[0]
     return scale_rows(a.reshape(batch, -1, 1), keep.reshape(batch, 1)).reshape(a.shape)

@@ -3,7 +3,7 @@
     x: (N, F_in)   w: (F_in, F_out)   b: (F_out,)   y = x @ w + b: (N, F_out)
     dx = dy @ wᵀ        dw = xᵀ @ dy        db = Σ_n dy[n]
 
-The products are ``pointwise_cuda.matmul`` (a tiled matrix product). Adding the bias runs one thread
+The products are ``cuda/pointwise.py``'s ``matmul`` (a tiled matrix product). Adding the bias runs one thread
 per element of ``y``; ``db`` runs **one block per output feature** f: the block's threads stride over
 the N rows and ``block_sum`` adds their partial sums in shared memory (a fixed order, no atomics).
 """

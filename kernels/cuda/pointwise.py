@@ -4,7 +4,7 @@
     Y = X @ w        dX = dY @ wᵀ        dw = Xᵀ @ dY        with X = x as (N·H·W, C_in)
 
 On the CPU the product goes to BLAS; here it is ``matmul``, a tiled matrix product, which
-``linear_cuda.py`` and ``conv2d_cuda.py`` (after im2col) use as well.
+``cuda/linear.py`` and ``cuda/conv2d.py`` (after im2col) use as well.
 
 ``matmul`` thread mapping: 2-D blocks of TILE × TILE threads; thread (ty, tx) of block (by, bx)
 computes ``out[by·TILE + ty, bx·TILE + tx]``. The inner dimension is walked one TILE at a time: the

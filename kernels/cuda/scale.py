@@ -6,7 +6,7 @@
 Thread mapping (images seen as ``(N, P, C)`` with ``P = H·W``):
 
 * ``y`` and ``dx``: one thread per element (the same kernel, ``scale_rows``, also serves drop connect
-  in ``dropout_cuda.py``).
+  in ``cuda/dropout.py``).
 * ``ds``: **one block per output value** ``(n, c)``, block index ``b = n·C + c``; the block's threads
   stride over the P positions and ``block_sum`` adds their partial sums in shared memory (a fixed
   order, float64, no atomics).
@@ -43,7 +43,7 @@ def _sum_positions_of_product_kernel(a, b, out):
 
 
 def scale_rows(x, s):
-    """x (N, P, C) times s (N, C) broadcast over P; unchecked, shared with drop connect in ``dropout_cuda.py``."""
+    """x (N, P, C) times s (N, C) broadcast over P; unchecked, shared with drop connect in ``cuda/dropout.py``."""
     y = cuda.device_array_like(x)
     _scale_rows_kernel[blocks_for(x.size), THREADS_PER_BLOCK](x, s, y)
     return y

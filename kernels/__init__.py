@@ -17,9 +17,15 @@ linear             ``(F_in, F_out)`` + bias     ``linear.py``
 
 Each file pairs ``*_forward`` with ``*_backward`` so the chain rule for one operation reads on one
 screen; ``elementwise.py`` (sums of tensors, in place or not) and ``sgd.py`` (the fused optimiser update)
-have no backward. Beside each file ``x.py`` sits its CUDA twin ``x_cuda.py`` (numba.cuda): the same functions with
-the same arguments, over device arrays, one GPU thread per output element or one block per reduced sum
-(``_device_cuda.py``). Nothing imports the twins unless asked: CPU use never needs CUDA
-(``tinyeffnet.device.require_cuda`` says what is missing; ``NUMBA_ENABLE_CUDASIM=1`` runs them without a GPU). The public functions check shapes and dtypes at the Python boundary (``_checks.py``) and then
-call ``numba.njit(cache=True)`` loops. Nothing here keeps state or imports ``tinyeffnet``.
+have no backward; ``padding.py`` is the geometry of a window under TensorFlow's SAME padding, and
+``fastexp.py`` the vectorisable e^x behind σ.
+
+``cuda/x.py`` is the CUDA twin of ``x.py`` (numba.cuda): the same functions with the same arguments, over
+device arrays, one GPU thread per output element or one block per reduced sum (``cuda/_device.py``). The
+unfused batch norm of ``batchnorm.py`` is the CPU reference of the fused ``batchnorm_act.py`` and has no
+twin of its own beyond the statistics. Nothing imports the twins unless asked: CPU use never needs CUDA
+(``tinyeffnet.device.require_cuda`` says what is missing; ``NUMBA_ENABLE_CUDASIM=1`` runs them without a
+GPU). The public functions check shapes and dtypes at the Python boundary (``_checks.py``; a twin runs
+its CPU file's checks on device arrays) and then call ``numba.njit(cache=True)`` loops. Nothing here
+keeps state or imports ``tinyeffnet``.
 """

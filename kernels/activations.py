@@ -8,54 +8,75 @@ Every function takes an array of any shape and works element by element:
 
 A backward pass is the chain rule for an elementwise map: ``dx = dy · f'(·)``.
 
+The scalar functions (``_sigmoid``, ``_swish``, ``_relu6`` and their derivatives) are the ones the fused
+``batchnorm_act.py`` calls, so the standalone activations equal the fused kernel's bitwise. σ's
+exponential is ``fastexp.exp``, which vectorises and is within 1 ulp of ``math.exp`` (measured over
+dense grids); the σ it gives is within 2 ulp of a ``math.exp``-based σ in float64 and 3 ulp in float32,
+where the arithmetic stays in float32.
+
 Each rule is a small scalar function with its own three-line parallel loop over the flattened array.
 (A single loop taking the scalar function as an argument or closure would be shorter, but Numba cannot
 cache such a loop on disk, so it would recompile in every process.)
 """
 
-import math
-
 import numpy as np
 from numba import njit, prange
 
-from ._checks import check_array, check_shape
+from ._checks import check_array, check_like
+from .fastexp import exp
 
 RELU6_CAP = 6.0
 
 
-@njit(cache=True)
-def _sigmoid(v):
-    """σ(v) without overflow: for v < 0 use e^v / (1 + e^v), where e^v ≤ 1."""
-    if v >= 0.0:
-        return 1.0 / (1.0 + math.exp(-v))
-    e = math.exp(v)
-    return e / (1.0 + e)
+# The scalar rules, shared with the fused batch norm + activation (``batchnorm_act.py``): one σ, one
+# swish, one ReLU6 in the whole CPU path, in the argument's dtype (float32 in, float32 throughout).
+# Numba caches a kernel keyed on its own file: after editing them, delete kernels/__pycache__.
+
+@njit(cache=True, error_model="numpy")
+def _sigmoid(u):
+    """σ(u) = 1 / (1 + e^(−u)) for u ≥ 0 and e^u / (1 + e^u) for u < 0: with e = e^(−|u|) ≤ 1 it never
+    overflows, and large negative u keep their tiny σ to full relative precision.
+
+    e is ``fastexp.exp``, within 0.9 ulp of the exact e^x and 1 ulp of ``math.exp``, which, unlike
+    ``math.exp``, vectorises inside a loop; the branch is a select between two numerators, which does not
+    stop it. ``error_model="numpy"``: Python's rules would test the divisor for zero (to raise
+    ZeroDivisionError), a branch that stops LLVM vectorising the loop; 1 + e ≥ 1 is never zero."""
+    one = type(u)(1.0)
+    e = exp(-abs(u))
+    return (one if u >= 0 else e) / (one + e)
 
 
 @njit(cache=True)
-def _swish(v):
-    return v * _sigmoid(v)
+def _swish(u):
+    """u · σ(u)."""
+    return u * _sigmoid(u)
 
 
 @njit(cache=True)
-def _swish_derivative(v):
-    s = _sigmoid(v)
-    return s * (1.0 + v * (1.0 - s))
+def _swish_derivative(u):
+    """σ(u) · (1 + u · (1 − σ(u)))."""
+    real = type(u)
+    s = _sigmoid(u)
+    return s * (real(1.0) + u * (real(1.0) - s))
+
+
+@njit(cache=True)
+def _relu6(u):
+    """min(max(u, 0), 6)."""
+    real = type(u)
+    return min(max(u, real(0.0)), real(RELU6_CAP))
+
+
+@njit(cache=True)
+def _relu6_derivative(u):
+    """1 for 0 < u < 6, else 0 (the kinks get 0)."""
+    real = type(u)
+    return real(1.0) if real(0.0) < u < real(RELU6_CAP) else real(0.0)
 
 
 @njit(cache=True)
 def _sigmoid_derivative_from_output(y):
     return y * (1.0 - y)
-
-
-@njit(cache=True)
-def _relu6(v):
-    return min(max(v, 0.0), RELU6_CAP)
-
-
-@njit(cache=True)
-def _relu6_derivative(v):
-    return 1.0 if 0.0 < v < RELU6_CAP else 0.0
 
 
 @njit(parallel=True, cache=True)
@@ -103,8 +124,7 @@ def _forward(loop, name, a):
 
 def _backward(loop, name, a, dy):
     a = check_array(name, a)
-    dy = check_array("dy", dy, dtype=a.dtype)
-    check_shape("dy", dy, a.shape)
+    dy = check_like("dy", dy, a)
     dx = np.empty_like(a)
     loop(a.reshape(-1), dy.reshape(-1), dx.reshape(-1))
     return dx

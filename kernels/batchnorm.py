@@ -25,7 +25,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._checks import check_array, check_shape
+from ._checks import check_array, check_like, check_shape
 
 
 @njit(parallel=True, cache=True)
@@ -81,32 +81,45 @@ def _check_eps(eps):
         raise ValueError(f"eps must be positive, got {eps}")
 
 
-def _check_x(x):
-    """Check x (..., C) has at least two axes and no empty one; return x and its (M, C) view."""
-    x = check_array("x", x)
-    if x.ndim < 2 or x.size == 0:
-        raise ValueError(f"x must have shape (..., C) with at least two axes and no empty axis, got {x.shape}")
-    return x, x.reshape(-1, x.shape[-1])
-
-
-def _check_channel_vectors(dtype, channels, **vectors):
+def _check_channel_vectors(dtype, channels, check=check_array, **vectors):
     """Check that every keyword argument is a (C,) array of ``dtype``; return them in order."""
     checked = []
     for name, v in vectors.items():
-        v = check_array(name, v, ndim=1, dtype=dtype)
+        v = check(name, v, ndim=1, dtype=dtype)
         check_shape(name, v, (channels,))
         checked.append(v)
     return checked
 
 
+def _check_inputs(x, eps, check=check_array, **vectors):
+    """Check eps, x (..., C) (at least two axes, none empty) and the (C,) vectors given by keyword, all
+    arrays of one kind (``check``, see ``_checks.py``) and dtype. Returns x, its (M, C) view and the vectors."""
+    _check_eps(eps)
+    x = check("x", x)
+    if x.ndim < 2 or x.size == 0:
+        raise ValueError(f"x must have shape (..., C) with at least two axes and no empty axis, got {x.shape}")
+    channels = x.shape[x.ndim - 1]  # (a device array's shape takes no negative index)
+    return x, x.reshape(x.size // channels, channels), _check_channel_vectors(x.dtype, channels, check, **vectors)
+
+
+def _check_running_stats(running_mean, running_var, mean, var, count, momentum, check=check_array):
+    """Check ``update_running_stats``'s arguments; return the four (C,) arrays."""
+    running_mean = check("running_mean", running_mean, ndim=1)
+    running_var, mean, var = _check_channel_vectors(
+        running_mean.dtype, running_mean.shape[0], check, running_var=running_var, mean=mean, var=var
+    )
+    if not (isinstance(count, (int, np.integer)) and count >= 1):
+        raise ValueError(f"count must be a positive integer (values per channel), got {count!r}")
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+    return running_mean, running_var, mean, var
+
+
 def _checked_backward(x, gamma, mean, var, eps, dy, through_batch_stats):
     """Check the backward's arguments, then run ``_backward``."""
-    _check_eps(eps)
-    x, x2 = _check_x(x)
-    channels = x.shape[-1]
-    gamma, mean, var = _check_channel_vectors(x.dtype, channels, gamma=gamma, mean=mean, var=var)
-    dy = check_array("dy", dy, dtype=x.dtype)
-    check_shape("dy", dy, x.shape)
+    x, x2, (gamma, mean, var) = _check_inputs(x, eps, gamma=gamma, mean=mean, var=var)
+    dy = check_like("dy", dy, x)
+    channels = x2.shape[1]
     dx = np.empty_like(x)
     dgamma = np.empty(channels, x.dtype)
     dbeta = np.empty(channels, x.dtype)
@@ -121,10 +134,8 @@ def batchnorm_train_forward(x, gamma, beta, eps):
     x: (..., C) float32/float64; gamma, beta: (C,) same dtype; eps: small positive float.
     Returns ``(y, mean, var)``: y like x; mean and the biased var (C,) of x over all axes but the last.
     """
-    _check_eps(eps)
-    x, x2 = _check_x(x)
-    channels = x.shape[-1]
-    gamma, beta = _check_channel_vectors(x.dtype, channels, gamma=gamma, beta=beta)
+    x, x2, (gamma, beta) = _check_inputs(x, eps, gamma=gamma, beta=beta)
+    channels = x2.shape[1]
     mean = np.empty(channels, x.dtype)
     var = np.empty(channels, x.dtype)
     _batch_moments(x2, mean, var)
@@ -147,11 +158,7 @@ def batchnorm_eval_forward(x, gamma, beta, mean, var, eps):
 
     x: (..., C); gamma, beta, mean, var: (C,) of x's dtype. Returns y like x.
     """
-    _check_eps(eps)
-    x, x2 = _check_x(x)
-    gamma, beta, mean, var = _check_channel_vectors(
-        x.dtype, x.shape[-1], gamma=gamma, beta=beta, mean=mean, var=var
-    )
+    x, x2, (gamma, beta, mean, var) = _check_inputs(x, eps, gamma=gamma, beta=beta, mean=mean, var=var)
     y = np.empty_like(x)
     _normalize(x2, gamma, beta, mean, var, eps, y.reshape(x2.shape))
     return y
@@ -176,14 +183,8 @@ def update_running_stats(running_mean, running_var, mean, var, count, momentum):
     All four arrays are (C,) of one dtype; returns new arrays and leaves the inputs unchanged.
     (Plain NumPy: one line of arithmetic on (C,) vectors, nothing to loop over.)
     """
-    running_mean = check_array("running_mean", running_mean, ndim=1)
-    running_var, mean, var = _check_channel_vectors(
-        running_mean.dtype, running_mean.shape[0], running_var=running_var, mean=mean, var=var
-    )
-    if not (isinstance(count, (int, np.integer)) and count >= 1):
-        raise ValueError(f"count must be a positive integer (values per channel), got {count!r}")
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+    running_mean, running_var, mean, var = _check_running_stats(running_mean, running_var, mean, var, count,
+                                                                 momentum)
     unbiased_var = var * (count / (count - 1)) if count > 1 else var
     new_mean = momentum * running_mean + (1.0 - momentum) * mean
     new_var = momentum * running_var + (1.0 - momentum) * unbiased_var

@@ -17,8 +17,10 @@ and backward, with dz = ∂L/∂z,
 So the layer keeps only x (and μ, σ²) for the backward, which recomputes u and σ(u) from them: an
 activation-sized array less held per layer, for one more exponential per element.
 
-The exponential is computed inside the loops: ``fastexp.exp`` is plain arithmetic that LLVM vectorises
-(``math.exp`` would be a scalar C call per element, ``np.exp`` a separate pass on one core). So the
+The activations are ``activations.py``'s own scalar rules, σ included, so the fused and the standalone
+activations agree bitwise. σ's exponential, ``fastexp.exp``, is computed inside the loops: it is plain
+arithmetic that LLVM vectorises (``math.exp`` would be a scalar C call per element, ``np.exp`` a
+separate pass on one core). So the
 forward is one parallel pass over x, the backward's first pass computes g and its sums in one, and σ
 costs a few vector instructions per element, on every core. The arithmetic stays in x's dtype: float32
 in, float32 throughout.
@@ -31,10 +33,9 @@ into ``ROW_BLOCKS`` fixed blocks, summing each block in float64, then adding the
 import numpy as np
 from numba import njit, prange
 
-from ._checks import check_array, check_shape
-from .activations import RELU6_CAP
-from .batchnorm import _check_channel_vectors, _check_eps, _check_x
-from .fastexp import exp
+from ._checks import check_array, check_like
+from .activations import _relu6, _relu6_derivative, _swish, _swish_derivative
+from .batchnorm import _check_inputs
 
 IDENTITY, SWISH, RELU6 = 0, 1, 2
 ACTIVATIONS = {None: IDENTITY, "swish": SWISH, "relu6": RELU6}
@@ -72,37 +73,24 @@ def _moments(x, mean, var):
         var[c] = sq[c] / rows
 
 
-@njit(cache=True, error_model="numpy")
-def _sigmoid(u):
-    """σ(u) = 1 / (1 + e^(−u)); for very negative u, e^(−u) = inf and σ = 0 (no NaN).
-
-    ``error_model="numpy"``: Python's rules would test the divisor for zero (to raise ZeroDivisionError),
-    a branch that stops LLVM vectorising the loop; 1 + e^(−u) ≥ 1 is never zero."""
-    one = type(u)(1.0)
-    return one / (one + exp(-u))
-
-
 @njit(cache=True, inline="always")
 def _activate(u, activation):
     """act(u) for the activation code ``activation`` (IDENTITY, SWISH or RELU6), in u's dtype."""
-    real = type(u)
     if activation == SWISH:
-        return u * _sigmoid(u)
+        return _swish(u)
     if activation == RELU6:
-        return min(max(u, real(0.0)), real(RELU6_CAP))
+        return _relu6(u)
     return u
 
 
 @njit(cache=True, inline="always")
 def _activation_derivative(u, activation):
     """act'(u) for the activation code ``activation``, in u's dtype."""
-    real = type(u)
     if activation == SWISH:
-        s = _sigmoid(u)
-        return s * (real(1.0) + u * (real(1.0) - s))
+        return _swish_derivative(u)
     if activation == RELU6:
-        return real(1.0) if real(0.0) < u < real(RELU6_CAP) else real(0.0)
-    return real(1.0)
+        return _relu6_derivative(u)
+    return type(u)(1.0)
 
 
 # The row loops below test the activation per element (in _activate), but the kernels call them with the
@@ -163,14 +151,12 @@ def _backward(x, scale, shift, mean, inv_std, dz, activation, dx, sums):
             dx[m, c] = scale[c] * (dx[m, c] - mean_g[c] - xhat * mean_gx[c])
 
 
-def _check(x, eps, activation, **vectors):
-    """Check the common arguments (batch norm's own checks, plus the activation's name); return x, its
-    (M, C) view and the (C,) vectors in order."""
+def _check(x, eps, activation, check=check_array, **vectors):
+    """Check the common arguments (batch norm's own checks, plus the activation's name) for arrays of the kind
+    ``check``; return x, its (M, C) view and the (C,) vectors in order."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
-    _check_eps(eps)
-    x, x2 = _check_x(x)
-    return x, x2, _check_channel_vectors(x.dtype, x.shape[-1], **vectors)
+    return _check_inputs(x, eps, check, **vectors)
 
 
 def _scale_shift(gamma, beta, mean, var, eps):
@@ -213,8 +199,7 @@ def batchnorm_act_train_backward(x, gamma, beta, mean, var, eps, dz, activation)
     element, one activation-sized array less held between the passes.
     """
     x, x2, (gamma, beta, mean, var) = _check(x, eps, activation, gamma=gamma, beta=beta, mean=mean, var=var)
-    dz = check_array("dz", dz, dtype=x.dtype)
-    check_shape("dz", dz, x.shape)
+    dz = check_like("dz", dz, x)
     scale, shift, inv_std = _scale_shift(gamma, beta, mean, var, eps)
     dx = np.empty_like(x)
     sums = np.empty((2, x.shape[-1]))

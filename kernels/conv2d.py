@@ -21,14 +21,15 @@ pixels it was copied from (windows overlap, so a pixel collects from several) to
 import numba
 import numpy as np
 
-from ._checks import check_array, check_shape
-from .depthwise import check_window, same_geometry, tap_range
+from ._checks import check_array
+from .padding import check_window, check_window_gradient, same_geometry, tap_range
 from .pointwise import pointwise_conv_backward, pointwise_conv_forward
 
 
-def _checked(x, w, stride):
-    x = check_array("x", x, ndim=4)
-    w = check_array("w", w, ndim=4, dtype=x.dtype)
+def _checked(x, w, stride, check=check_array):
+    """Check x (N, H, W, C_in), w (k, k, C_in, C_out) (arrays of the kind ``check``, one dtype) and stride."""
+    x = check("x", x, ndim=4)
+    w = check("w", w, ndim=4, dtype=x.dtype)
     check_window(w, stride)
     if w.shape[2] != x.shape[3]:
         raise ValueError(f"w has {w.shape[2]} input channels but x has {x.shape[3]}; a conv2d w is (k, k, C_in, C_out)")
@@ -56,10 +57,9 @@ def conv2d_backward(x, w, dy, stride):
 
     dy: (N, ceil(H/s), ceil(W/s), C_out) in x's dtype. Returns ``(dx, dw)`` shaped like ``x`` and ``w``."""
     x, w = _checked(x, w, stride)
+    dy = check_window_gradient(x, w, dy, stride)
     k = w.shape[0]
-    out_h, pad_top, out_w, pad_left = same_geometry(x, k, stride)
-    dy = check_array("dy", dy, ndim=4, dtype=x.dtype)
-    check_shape("dy", dy, (x.shape[0], out_h, out_w, w.shape[3]))
+    _, pad_top, _, pad_left = same_geometry(x, k, stride)
     dcols, dw = pointwise_conv_backward(_im2col(x, k, stride), w.reshape(-1, w.shape[3]), dy)
     dx = np.empty_like(x)
     _col2im_loops(dcols.reshape(dy.shape[:3] + w.shape[:3]), int(stride), pad_top, pad_left, dx)

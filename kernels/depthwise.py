@@ -21,49 +21,25 @@ sends ``dy`` back to the ``x`` and the ``w`` it multiplied. The innermost loops 
 contiguous channel axis, so they compile to SIMD instructions (two separate channel loops for dx and
 dw vectorise better than one loop updating both; measured).
 
-``check_window``, ``same_geometry`` and ``tap_range`` are shared with the dense convolution
-(``conv2d.py``), which slides the same windows.
+The window geometry (``check_window``, ``same_geometry``, ``tap_range``) is ``padding.py``'s, shared
+with the dense convolution (``conv2d.py``), which slides the same windows.
 """
-
-import numbers
 
 import numba
 import numpy as np
 
-from ._checks import check_array, check_shape
-from .padding import same_padding
+from ._checks import check_array
+from .padding import check_window, check_window_gradient, same_geometry, tap_range
 
-STRIDES = (1, 2)
 # dw is a sum over the whole batch. Each of BATCH_CHUNKS chunks of images gets its own partial sum,
 # added in a fixed order afterwards: the result does not depend on how many threads ran the chunks.
 BATCH_CHUNKS = 16
 
 
-def check_window(w, stride):
-    """Check that ``w`` has a square, odd k×k window in its first two axes and that stride is 1 or 2."""
-    if w.shape[0] != w.shape[1] or w.shape[0] % 2 == 0:
-        raise ValueError(f"kernel window must be square with odd size k, got {w.shape[0]}×{w.shape[1]}")
-    if isinstance(stride, bool) or not isinstance(stride, numbers.Integral) or stride not in STRIDES:
-        raise ValueError(f"stride must be 1 or 2, got {stride!r}")
-
-
-def same_geometry(x, k, stride):
-    """``(out_h, pad_top, out_w, pad_left)`` of a k×k window sliding over NHWC ``x`` with SAME padding."""
-    out_h, pad_top, _ = same_padding(x.shape[1], k, stride)
-    out_w, pad_left, _ = same_padding(x.shape[2], k, stride)
-    return out_h, pad_top, out_w, pad_left
-
-
-@numba.njit(cache=True, inline="always")
-def tap_range(out_index, stride, pad_before, k, size):
-    """Taps ``lo <= p < hi`` for which input index ``out_index·stride + p − pad_before`` lies in ``[0, size)``."""
-    start = out_index * stride - pad_before
-    return max(0, -start), min(k, size - start)
-
-
-def _checked(x, w, stride):
-    x = check_array("x", x, ndim=4)
-    w = check_array("w", w, ndim=3, dtype=x.dtype)
+def _checked(x, w, stride, check=check_array):
+    """Check x (N, H, W, C), w (k, k, C) (arrays of the kind ``check`` and one dtype) and stride; return x, w."""
+    x = check("x", x, ndim=4)
+    w = check("w", w, ndim=3, dtype=x.dtype)
     check_window(w, stride)
     if w.shape[2] != x.shape[3]:
         raise ValueError(f"w has {w.shape[2]} channels but x has {x.shape[3]}; a depthwise w is (k, k, C)")
@@ -87,9 +63,8 @@ def depthwise_conv_backward(x, w, dy, stride):
 
     dy: the forward output's shape and dtype. Returns ``(dx, dw)`` shaped like ``x`` and ``w``."""
     x, w = _checked(x, w, stride)
-    out_h, pad_top, out_w, pad_left = same_geometry(x, w.shape[0], stride)
-    dy = check_array("dy", dy, ndim=4, dtype=x.dtype)
-    check_shape("dy", dy, (x.shape[0], out_h, out_w, x.shape[3]))
+    dy = check_window_gradient(x, w, dy, stride)
+    _, pad_top, _, pad_left = same_geometry(x, w.shape[0], stride)
     dx = np.empty_like(x)
     dw_parts = np.empty((BATCH_CHUNKS,) + w.shape, dtype=x.dtype)
     _backward_loops(x, w, dy, int(stride), pad_top, pad_left, dx, dw_parts)

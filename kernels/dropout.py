@@ -15,7 +15,7 @@ fixed mask and a test can reproduce it; applying a mask is a Numba loop.
 import numpy as np
 from numba import njit, prange
 
-from ._checks import FLOAT_DTYPES, check_array, check_shape
+from ._checks import FLOAT_DTYPES, check_array, check_like, check_shape
 from .scale import scale_rows
 
 
@@ -41,11 +41,15 @@ def dropout_mask(rng, shape, rate, dtype=np.float32):
     return np.where(kept, 1.0 / (1.0 - rate), 0.0).astype(dtype)
 
 
+def _check_mask(a, a_name, mask, check=check_array):
+    """Check that ``a`` and ``mask`` are arrays (of the kind ``check``) of one shape and dtype; return both."""
+    a = check(a_name, a)
+    return a, check_like("mask", mask, a, check)
+
+
 def _apply_mask(a, a_name, mask):
     """a · mask elementwise, after checking that both have one shape and dtype."""
-    a = check_array(a_name, a)
-    mask = check_array("mask", mask, dtype=a.dtype)
-    check_shape("mask", mask, a.shape)
+    a, mask = _check_mask(a, a_name, mask)
     out = np.empty_like(a)
     _multiply(a.reshape(-1), mask.reshape(-1), out.reshape(-1))
     return out
@@ -68,11 +72,17 @@ def drop_connect_mask(rng, batch, rate, dtype=np.float32):
     return dropout_mask(rng, (batch,), rate, dtype)
 
 
+def _check_keep(a, a_name, keep, check=check_array):
+    """Check ``a`` (N, H, W, C) and ``keep`` (N,), arrays of the kind ``check`` and one dtype; return both."""
+    a = check(a_name, a, ndim=4)
+    keep = check("keep", keep, ndim=1, dtype=a.dtype)
+    check_shape("keep", keep, (a.shape[0],))
+    return a, keep
+
+
 def _apply_keep(a, a_name, keep):
     """a[n] · keep[n] for a (N, H, W, C): the excite multiply of ``scale.py`` with a single channel."""
-    a = check_array(a_name, a, ndim=4)
-    keep = check_array("keep", keep, ndim=1, dtype=a.dtype)
-    check_shape("keep", keep, (a.shape[0],))
+    a, keep = _check_keep(a, a_name, keep)
     batch = a.shape[0]
     return scale_rows(a.reshape(batch, -1, 1), keep.reshape(batch, 1)).reshape(a.shape)
 

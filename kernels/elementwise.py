@@ -9,19 +9,18 @@ a layer's ``grads``, and gradients zeroed, measured and scaled (for clipping).
 
 On the CPU each is one NumPy expression: NumPy's vectorised loops are as fast as a Numba loop here. The
 functions exist so that a layer writes ``self.backend.elementwise.add(h, x)`` and the same line runs on the
-GPU (``elementwise_cuda.py``), where device arrays have no arithmetic operators.
+GPU (``cuda/elementwise.py``), where device arrays have no arithmetic operators.
 """
 
 import numpy as np
 
-from ._checks import check_array, check_shape
+from ._checks import check_array, check_like
 
 
-def _check_pair(a_name, a, b_name, b):
-    """Check two float arrays of one shape and dtype (the in-place functions then work on ``a`` itself)."""
-    check_array(a_name, a)
-    check_array(b_name, b, dtype=a.dtype)
-    check_shape(b_name, b, a.shape)
+def _check_pair(a_name, a, b_name, b, check=check_array):
+    """Check two float arrays (of the kind ``check``) of one shape and dtype (the in-place functions then work
+    on ``a`` itself)."""
+    check_like(b_name, b, check(a_name, a), check)
 
 
 def add(a, b):

@@ -78,18 +78,29 @@ def _check_smoothing(smoothing):
     return float(smoothing)
 
 
+def _check_forward(logits, labels, smoothing, check=check_array, check_labels=_check_labels):
+    """Check the forward's arguments for arrays of the kind ``check`` (labels by ``check_labels``); return them."""
+    logits = check("logits", logits, ndim=2)
+    batch, classes = logits.shape
+    if batch == 0 or classes == 0:
+        raise ValueError(f"logits must have at least one row and one class, got shape {logits.shape}")
+    return logits, check_labels(labels, batch, classes), _check_smoothing(smoothing)
+
+
+def _check_backward(probs, labels, smoothing, check=check_array, check_labels=_check_labels):
+    """Check the backward's arguments for arrays of the kind ``check`` (labels by ``check_labels``); return them."""
+    probs = check("probs", probs, ndim=2)
+    batch, classes = probs.shape
+    return probs, check_labels(labels, batch, classes), _check_smoothing(smoothing)
+
+
 def cross_entropy_forward(logits, labels, smoothing=0.0):
     """Mean softmax cross-entropy against label-smoothed targets.
 
     logits: (N, K) float32/float64; labels: (N,) integers in [0, K); smoothing: ε in [0, 1).
     Returns ``(loss, probs)``: loss a Python float, probs = softmax(logits) (N, K) of logits' dtype.
     """
-    logits = check_array("logits", logits, ndim=2)
-    batch, classes = logits.shape
-    if batch == 0 or classes == 0:
-        raise ValueError(f"logits must have at least one row and one class, got shape {logits.shape}")
-    labels = _check_labels(labels, batch, classes)
-    smoothing = _check_smoothing(smoothing)
+    logits, labels, smoothing = _check_forward(logits, labels, smoothing)
     probs = np.empty_like(logits)
     loss = _cross_entropy(logits, labels, smoothing, probs)
     return float(loss), probs
@@ -99,10 +110,7 @@ def cross_entropy_backward(probs, labels, smoothing=0.0):
     """∂loss/∂logits = (probs − target) / N. probs: (N, K) from the forward; labels, smoothing as there.
 
     Returns dlogits: (N, K) of probs' dtype."""
-    probs = check_array("probs", probs, ndim=2)
-    batch, classes = probs.shape
-    labels = _check_labels(labels, batch, classes)
-    smoothing = _check_smoothing(smoothing)
+    probs, labels, smoothing = _check_backward(probs, labels, smoothing)
     dlogits = np.empty_like(probs)
     _cross_entropy_grad(probs, labels, smoothing, dlogits)
     return dlogits

@@ -23,12 +23,21 @@ count.)
 from ._checks import check_array, check_shape
 
 
-def _checked(x, w):
-    x = check_array("x", x, ndim=4)
-    w = check_array("w", w, ndim=2, dtype=x.dtype)
+def _checked(x, w, check=check_array):
+    """Check x (N, H, W, C_in) and w (C_in, C_out), arrays of the kind ``check`` and one dtype; return both."""
+    x = check("x", x, ndim=4)
+    w = check("w", w, ndim=2, dtype=x.dtype)
     if w.shape[0] != x.shape[3]:
         raise ValueError(f"w has {w.shape[0]} input channels but x has {x.shape[3]}; a pointwise w is (C_in, C_out)")
     return x, w
+
+
+def _checked_backward(x, w, dy, check=check_array):
+    """The forward's checks, and dy (N, H, W, C_out) of x's kind and dtype; return x, w, dy."""
+    x, w = _checked(x, w, check)
+    dy = check("dy", dy, ndim=4, dtype=x.dtype)
+    check_shape("dy", dy, x.shape[:3] + (w.shape[1],))
+    return x, w, dy
 
 
 def pointwise_conv_forward(x, w):
@@ -43,8 +52,6 @@ def pointwise_conv_backward(x, w, dy):
     """Gradients of ``L = Σ y·dy`` for ``y = pointwise_conv_forward(x, w)``.
 
     dy: (N, H, W, C_out) in x's dtype. Returns ``(dx, dw)`` shaped like ``x`` and ``w``."""
-    x, w = _checked(x, w)
-    dy = check_array("dy", dy, ndim=4, dtype=x.dtype)
-    check_shape("dy", dy, x.shape[:3] + (w.shape[1],))
+    x, w, dy = _checked_backward(x, w, dy)
     x_rows, dy_rows = x.reshape(-1, x.shape[3]), dy.reshape(-1, w.shape[1])
     return (dy_rows @ w.T).reshape(x.shape), x_rows.T @ dy_rows

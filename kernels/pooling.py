@@ -42,11 +42,24 @@ def _check_spatial(height, width):
         raise ValueError(f"height and width must be positive, got {height} and {width}")
 
 
+def _check_forward(x, check=check_array):
+    """Check x (N, H, W, C), an array of the kind ``check`` with at least one position; return it."""
+    x = check("x", x, ndim=4)
+    _check_spatial(x.shape[1], x.shape[2])
+    return x
+
+
+def _check_backward(dy, height, width, check=check_array):
+    """Check dy (N, C), an array of the kind ``check``, and the forward's positive height and width."""
+    dy = check("dy", dy, ndim=2)
+    _check_spatial(height, width)
+    return dy
+
+
 def global_avg_pool_forward(x):
     """Mean over the spatial axes. x: (N, H, W, C) float32/float64 -> y: (N, C) same dtype."""
-    x = check_array("x", x, ndim=4)
+    x = _check_forward(x)
     n, h, w, c = x.shape
-    _check_spatial(h, w)
     y = np.empty((n, c), x.dtype)
     _mean_over_positions(x.reshape(n, h * w, c), y)
     return y
@@ -56,8 +69,7 @@ def global_avg_pool_backward(dy, height, width):
     """dx = dy / (H·W) at every position. dy: (N, C); height, width: the forward's H, W.
 
     Returns dx: (N, H, W, C) of dy's dtype."""
-    dy = check_array("dy", dy, ndim=2)
-    _check_spatial(height, width)
+    dy = _check_backward(dy, height, width)
     n, c = dy.shape
     dx = np.empty((n, height, width, c), dy.dtype)
     _spread_over_positions(dy, dx.reshape(n, height * width, c))

@@ -13,7 +13,7 @@ The loops see the image as ``(N, P, C)`` with ``P = H·W`` positions.
 import numpy as np
 from numba import njit, prange
 
-from ._checks import check_array, check_shape
+from ._checks import check_array, check_like, check_shape
 
 
 @njit(parallel=True, cache=True)
@@ -47,9 +47,10 @@ def scale_rows(x, s):
     return y
 
 
-def _check_inputs(x, s):
-    x = check_array("x", x, ndim=4)
-    s = check_array("s", s, ndim=2, dtype=x.dtype)
+def _check_inputs(x, s, check=check_array):
+    """Check x (N, H, W, C) and s (N, C), arrays of the kind ``check`` and one dtype; return both."""
+    x = check("x", x, ndim=4)
+    s = check("s", s, ndim=2, dtype=x.dtype)
     check_shape("s", s, (x.shape[0], x.shape[3]))
     return x, s
 
@@ -66,8 +67,7 @@ def channel_scale_backward(x, s, dy):
 
     Returns ``(dx, ds)``: dx = dy · s (N, H, W, C) and ds = Σ_{h,w} dy · x (N, C)."""
     x, s = _check_inputs(x, s)
-    dy = check_array("dy", dy, dtype=x.dtype)
-    check_shape("dy", dy, x.shape)
+    dy = check_like("dy", dy, x)
     n, h, w, c = x.shape
     x3, dy3 = x.reshape(n, h * w, c), dy.reshape(n, h * w, c)
     ds = np.empty_like(s)

@@ -9,10 +9,10 @@ for every element ``i`` (the shapes in the tests are small enough to do them all
 """
 
 import numpy as np
+from tolerances import GRADIENT
 
 EPS = 1e-6
-ATOL = 1e-6
-RTOL = 1e-5
+ATOL, RTOL = GRADIENT["atol"], GRADIENT["rtol"]
 
 
 def numerical_gradient(scalar_fn, array, eps=EPS):

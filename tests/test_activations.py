@@ -7,6 +7,7 @@ import pytest
 from gradcheck import assert_gradients
 from hypothesis import given
 from hypothesis import strategies as st
+from tolerances import ELEMENTWISE_F32, ELEMENTWISE_F64, GRADIENT
 
 from tinyeffnet.kernels.activations import (
     relu6_backward,
@@ -17,9 +18,6 @@ from tinyeffnet.kernels.activations import (
     swish_forward,
 )
 
-FLOAT64_TOL = dict(rtol=1e-14, atol=1e-15)
-FLOAT32_TOL = dict(rtol=1e-6, atol=1e-6)
-GRAD_TOL = dict(rtol=1e-5, atol=1e-6)
 KINK_MARGIN = 1e-3
 
 # (N, H, W, C): batch 1 and more, one channel and more, odd and even spatial sizes.
@@ -33,7 +31,7 @@ REFERENCES = {
 }
 
 
-@pytest.mark.parametrize("dtype, tol", [(np.float64, FLOAT64_TOL), (np.float32, FLOAT32_TOL)])
+@pytest.mark.parametrize("dtype, tol", [(np.float64, ELEMENTWISE_F64), (np.float32, ELEMENTWISE_F32)])
 @pytest.mark.parametrize("kernel, reference", REFERENCES.values(), ids=REFERENCES.keys())
 def test_forward_matches_numpy(kernel, reference, dtype, tol):
     x = np.random.default_rng(0).uniform(-20.0, 20.0, (2, 5, 4, 3)).astype(dtype)
@@ -68,14 +66,14 @@ def random_x_dy(shape, seed, low, high):
 @given(nhwc_shapes, seeds)
 def test_swish_backward_matches_central_differences(shape, seed):
     x, dy = random_x_dy(shape, seed, -6.0, 6.0)
-    assert_gradients(swish_forward, dict(x=x), dict(x=swish_backward(x, dy)), dy, **GRAD_TOL)
+    assert_gradients(swish_forward, dict(x=x), dict(x=swish_backward(x, dy)), dy, **GRADIENT)
 
 
 @given(nhwc_shapes, seeds)
 def test_sigmoid_backward_from_its_output_matches_central_differences(shape, seed):
     x, dy = random_x_dy(shape, seed, -6.0, 6.0)
     dx = sigmoid_backward(sigmoid_forward(x), dy)
-    assert_gradients(sigmoid_forward, dict(x=x), dict(x=dx), dy, **GRAD_TOL)
+    assert_gradients(sigmoid_forward, dict(x=x), dict(x=dx), dy, **GRADIENT)
 
 
 @given(nhwc_shapes, seeds)
@@ -84,7 +82,7 @@ def test_relu6_backward_matches_central_differences(shape, seed):
     # Central differences straddling a kink (0 or 6) would average the two one-sided slopes.
     x[np.abs(x) < KINK_MARGIN] = 0.5
     x[np.abs(x - 6.0) < KINK_MARGIN] = 5.5
-    assert_gradients(relu6_forward, dict(x=x), dict(x=relu6_backward(x, dy)), dy, **GRAD_TOL)
+    assert_gradients(relu6_forward, dict(x=x), dict(x=relu6_backward(x, dy)), dy, **GRADIENT)
 
 
 def test_relu6_gradient_is_zero_at_the_kinks():

@@ -6,6 +6,7 @@ import pytest
 from gradcheck import assert_gradients
 from hypothesis import given
 from hypothesis import strategies as st
+from tolerances import GRADIENT, LONG_SUMS_F32, LONG_SUMS_F64
 
 from tinyeffnet.kernels.batchnorm import (
     batchnorm_eval_backward,
@@ -16,9 +17,6 @@ from tinyeffnet.kernels.batchnorm import (
 )
 
 EPS = 1e-3
-FLOAT64_TOL = dict(rtol=1e-12, atol=1e-12)
-FLOAT32_TOL = dict(rtol=1e-5, atol=1e-5)
-GRAD_TOL = dict(rtol=1e-5, atol=1e-6)
 
 # (N, H, W, C): batch 1 and more, one channel and more, odd and even spatial sizes.
 nhwc_shapes = st.tuples(st.integers(1, 3), st.integers(1, 7), st.integers(1, 7), st.integers(1, 4))
@@ -44,7 +42,7 @@ def reference_normalize(x, gamma, beta, mean, var):
     return gamma * (x - mean) / np.sqrt(var + EPS) + beta
 
 
-@pytest.mark.parametrize("dtype, tol", [(np.float64, FLOAT64_TOL), (np.float32, FLOAT32_TOL)])
+@pytest.mark.parametrize("dtype, tol", [(np.float64, LONG_SUMS_F64), (np.float32, LONG_SUMS_F32)])
 def test_train_forward_matches_numpy(dtype, tol):
     a = random_inputs((2, 5, 4, 3), seed=0, dtype=dtype)
     y, mean, var = batchnorm_train_forward(a["x"], a["gamma"], a["beta"], EPS)
@@ -56,7 +54,7 @@ def test_train_forward_matches_numpy(dtype, tol):
     np.testing.assert_allclose(y, reference_normalize(x64, gamma64, beta64, want_mean, want_var), **tol)
 
 
-@pytest.mark.parametrize("dtype, tol", [(np.float64, FLOAT64_TOL), (np.float32, FLOAT32_TOL)])
+@pytest.mark.parametrize("dtype, tol", [(np.float64, LONG_SUMS_F64), (np.float32, LONG_SUMS_F32)])
 def test_eval_forward_matches_numpy(dtype, tol):
     a = random_inputs((3, 4, 5, 2), seed=1, dtype=dtype)
     y = batchnorm_eval_forward(a["x"], a["gamma"], a["beta"], a["mean"], a["var"], EPS)
@@ -68,8 +66,8 @@ def test_eval_forward_matches_numpy(dtype, tol):
 def test_any_leading_shape_is_flattened_to_rows():
     a = random_inputs((6, 3), seed=2)
     y, mean, var = batchnorm_train_forward(a["x"], a["gamma"], a["beta"], EPS)
-    np.testing.assert_allclose(mean, a["x"].mean(axis=0), **FLOAT64_TOL)
-    np.testing.assert_allclose(var, a["x"].var(axis=0), **FLOAT64_TOL)
+    np.testing.assert_allclose(mean, a["x"].mean(axis=0), **LONG_SUMS_F64)
+    np.testing.assert_allclose(var, a["x"].var(axis=0), **LONG_SUMS_F64)
 
 
 def test_float32_statistics_are_accumulated_in_float64():
@@ -108,7 +106,7 @@ def test_train_backward_matches_central_differences(shape, seed):
         return batchnorm_train_forward(x, gamma, beta, EPS)[0]
 
     inputs = dict(x=a["x"], gamma=a["gamma"], beta=a["beta"])
-    assert_gradients(forward, inputs, dict(x=dx, gamma=dgamma, beta=dbeta), a["dy"], **GRAD_TOL)
+    assert_gradients(forward, inputs, dict(x=dx, gamma=dgamma, beta=dbeta), a["dy"], **GRADIENT)
 
 
 @given(nhwc_shapes, seeds)
@@ -120,7 +118,7 @@ def test_eval_backward_matches_central_differences(shape, seed):
         return batchnorm_eval_forward(x, gamma, beta, a["mean"], a["var"], EPS)
 
     inputs = dict(x=a["x"], gamma=a["gamma"], beta=a["beta"])
-    assert_gradients(forward, inputs, dict(x=dx, gamma=dgamma, beta=dbeta), a["dy"], **GRAD_TOL)
+    assert_gradients(forward, inputs, dict(x=dx, gamma=dgamma, beta=dbeta), a["dy"], **GRADIENT)
 
 
 def test_update_running_stats_exact_values():

@@ -7,6 +7,7 @@ import pytest
 from gradcheck import assert_gradients
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from tolerances import GRADIENT, LONG_SUMS_F32, LONG_SUMS_F64
 from test_batchnorm import EPS, nhwc_shapes, random_inputs, seeds
 
 from tinyeffnet.kernels import activations
@@ -15,9 +16,6 @@ from tinyeffnet.kernels.batchnorm import (batchnorm_eval_forward, batchnorm_trai
 from tinyeffnet.kernels.batchnorm_act import (batchnorm_act_eval_forward, batchnorm_act_train_backward,
                                               batchnorm_act_train_forward)
 
-FLOAT64_TOL = dict(rtol=1e-12, atol=1e-12)
-FLOAT32_TOL = dict(rtol=1e-5, atol=1e-5)
-GRAD_TOL = dict(rtol=1e-5, atol=1e-6)
 KINK_MARGIN = 1e-3          # relu6 has no derivative at 0 and 6: finite differences need u away from them
 
 # The reference: the activation's own forward and backward, applied after the unfused batch norm.
@@ -44,7 +42,7 @@ def fused_train(a, activation):
     return z, mean, var, grads
 
 
-@pytest.mark.parametrize("dtype, tol", [(np.float64, FLOAT64_TOL), (np.float32, FLOAT32_TOL)])
+@pytest.mark.parametrize("dtype, tol", [(np.float64, LONG_SUMS_F64), (np.float32, LONG_SUMS_F32)])
 @given(shape=nhwc_shapes, seed=seeds, activation=activation_names)
 def test_train_forward_and_backward_match_the_reference_kernels(dtype, tol, shape, seed, activation):
     a = random_inputs(shape, seed, dtype)
@@ -55,7 +53,7 @@ def test_train_forward_and_backward_match_the_reference_kernels(dtype, tol, shap
         np.testing.assert_allclose(got, want, **tol)
 
 
-@pytest.mark.parametrize("dtype, tol", [(np.float64, FLOAT64_TOL), (np.float32, FLOAT32_TOL)])
+@pytest.mark.parametrize("dtype, tol", [(np.float64, LONG_SUMS_F64), (np.float32, LONG_SUMS_F32)])
 @given(shape=nhwc_shapes, seed=seeds, activation=activation_names)
 def test_eval_forward_matches_the_reference_kernels(dtype, tol, shape, seed, activation):
     a = random_inputs(shape, seed, dtype)
@@ -78,7 +76,7 @@ def test_train_backward_matches_central_differences(shape, seed, activation):
         return batchnorm_act_train_forward(x, gamma, beta, EPS, activation)[0]
 
     inputs = dict(x=a["x"], gamma=a["gamma"], beta=a["beta"])
-    assert_gradients(forward, inputs, dict(x=dx, gamma=dgamma, beta=dbeta), a["dy"], **GRAD_TOL)
+    assert_gradients(forward, inputs, dict(x=dx, gamma=dgamma, beta=dbeta), a["dy"], **GRADIENT)
 
 
 def test_swish_of_very_negative_inputs_is_zero_not_nan():

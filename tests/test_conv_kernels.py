@@ -9,14 +9,12 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from gradcheck import assert_gradients
+from tolerances import GRADIENT, LONG_SUMS_F32, LONG_SUMS_F64
 from tinyeffnet.kernels.conv2d import conv2d_backward, conv2d_forward
 from tinyeffnet.kernels.depthwise import depthwise_conv_backward, depthwise_conv_forward
 from tinyeffnet.kernels.padding import same_padding
 from tinyeffnet.kernels.pointwise import pointwise_conv_backward, pointwise_conv_forward
 
-FORWARD64 = dict(atol=1e-12, rtol=1e-12)
-FORWARD32 = dict(atol=1e-5, rtol=1e-5)
-GRADIENT = dict(atol=1e-6, rtol=1e-5)
 
 # (N, H, W, C, k, stride): stride 2 on even and odd sizes, an input smaller than the kernel,
 # batch 1, one channel, and a B0-like depthwise shape.
@@ -68,30 +66,30 @@ def random_inputs(shape, w_shape, seed=0):
 def test_depthwise_forward_matches_reference(n, h, w, c, k, stride):
     x, wt = random_inputs((n, h, w, c), (k, k, c))
     expected = reference_depthwise(x, wt, stride)
-    np.testing.assert_allclose(depthwise_conv_forward(x, wt, stride), expected, **FORWARD64)
+    np.testing.assert_allclose(depthwise_conv_forward(x, wt, stride), expected, **LONG_SUMS_F64)
     y32 = depthwise_conv_forward(x.astype(np.float32), wt.astype(np.float32), stride)
     assert y32.dtype == np.float32
-    np.testing.assert_allclose(y32, expected, **FORWARD32)
+    np.testing.assert_allclose(y32, expected, **LONG_SUMS_F32)
 
 
 @pytest.mark.parametrize("n, h, w, c, k, stride", SHAPES)
 def test_conv2d_forward_matches_reference(n, h, w, c, k, stride):
     x, wt = random_inputs((n, h, w, c), (k, k, c, C_OUT))
     expected = reference_conv2d(x, wt, stride)
-    np.testing.assert_allclose(conv2d_forward(x, wt, stride), expected, **FORWARD64)
+    np.testing.assert_allclose(conv2d_forward(x, wt, stride), expected, **LONG_SUMS_F64)
     y32 = conv2d_forward(x.astype(np.float32), wt.astype(np.float32), stride)
     assert y32.dtype == np.float32
-    np.testing.assert_allclose(y32, expected, **FORWARD32)
+    np.testing.assert_allclose(y32, expected, **LONG_SUMS_F32)
 
 
 @pytest.mark.parametrize("shape, c_out", [((2, 3, 5, 4), 6), ((1, 1, 1, 1), 1), ((2, 4, 4, 96), 24)])
 def test_pointwise_forward_matches_reference(shape, c_out):
     x, wt = random_inputs(shape, (shape[3], c_out))
     expected = reference_pointwise(x, wt)
-    np.testing.assert_allclose(pointwise_conv_forward(x, wt), expected, **FORWARD64)
+    np.testing.assert_allclose(pointwise_conv_forward(x, wt), expected, **LONG_SUMS_F64)
     y32 = pointwise_conv_forward(x.astype(np.float32), wt.astype(np.float32))
     assert y32.dtype == np.float32
-    np.testing.assert_allclose(y32, expected, **FORWARD32)
+    np.testing.assert_allclose(y32, expected, **LONG_SUMS_F32)
 
 
 @pytest.mark.parametrize("forward, weight", [

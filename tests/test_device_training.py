@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from cudasim import NO_DEVICE, rerun_under_simulator
+from tolerances import TRAINING
 from tinyeffnet.backend import is_device_array
 from tinyeffnet.checkpoint import load_checkpoint, save_checkpoint
 from tinyeffnet.errors import TinyEffNetError
@@ -35,12 +36,6 @@ BATCH, STEPS = 2, 3
 RECIPE = dict(lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
 SMOOTHING = 0.1
 MAX_GRAD_NORM = 1.0     # small enough that clipping scales the gradients
-
-# Both sides compute in float32 but add in different orders (BLAS against a tiled matrix product, and
-# another order of the batch-norm sums), so values differ in the last bits and three steps of SGD carry
-# that forward: measured under the simulator, 2e-7 relative on the losses and at most 2e-5 relative on
-# any parameter, statistic or velocity (1.5e-8 absolute). Five times that:
-TOLERANCE = dict(rtol=1e-4, atol=1e-6)
 
 
 class TinyNet(EfficientNet):
@@ -112,7 +107,7 @@ def test_moving_to_cuda_without_a_device_says_what_is_missing():
 def test_losses_match_the_cpu(runs):
     cpu_losses, device_losses = runs["cpu"][0], runs["cuda"][0]
     assert all(np.isfinite(cpu_losses)) and cpu_losses[0] != cpu_losses[-1]
-    np.testing.assert_allclose(device_losses, cpu_losses, **TOLERANCE)
+    np.testing.assert_allclose(device_losses, cpu_losses, **TRAINING)
 
 
 def test_parameters_statistics_and_velocities_match_the_cpu(runs):
@@ -121,7 +116,7 @@ def test_parameters_statistics_and_velocities_match_the_cpu(runs):
                                     (cpu_optimizer.state_dict(), device_optimizer.state_dict())]:
         assert cpu_state.keys() == device_state.keys()
         for name, value in cpu_state.items():
-            np.testing.assert_allclose(device_state[name], value, **TOLERANCE, err_msg=name)
+            np.testing.assert_allclose(device_state[name], value, **TRAINING, err_msg=name)
 
 
 def test_training_state_stays_on_the_device(runs):
@@ -136,7 +131,7 @@ def test_evaluation_on_the_device_matches_the_cpu(runs):
     x = batches()[0][0]
     cpu_model, device_model = runs["cpu"][1], runs["cuda"][1]
     expected = cpu_model.eval().forward(x)
-    np.testing.assert_allclose(device_model.backend.to_host(device_model.eval().forward(x)), expected, **TOLERANCE)
+    np.testing.assert_allclose(device_model.backend.to_host(device_model.eval().forward(x)), expected, **TRAINING)
 
 
 def test_checkpoint_of_a_device_model_loads_on_the_cpu(runs, tmp_path):

@@ -8,7 +8,6 @@ this file again with the simulator on. The simulator runs every GPU thread as a 
 shapes are small: one element, and 130 elements (more than two blocks of 64 threads).
 """
 
-import importlib
 import inspect
 import os
 import subprocess
@@ -46,14 +45,9 @@ def cuda():
 
 
 @pytest.fixture
-def backends_have_the_new_kernels(cuda, monkeypatch):
-    """Until ``tinyeffnet.backend.KERNELS`` names rmsprop, adamw and ema (a merge step), hand them to both
-    backends; returns the CUDA backend."""
-    device = backend("cuda")
-    for name in ("rmsprop", "adamw", "ema"):
-        monkeypatch.setattr(backend("cpu"), name, importlib.import_module(f"tinyeffnet.kernels.{name}"), raising=False)
-        monkeypatch.setattr(device, name, importlib.import_module(f"tinyeffnet.kernels.cuda.{name}"), raising=False)
-    return device
+def device(cuda):
+    """The CUDA backend."""
+    return backend("cuda")
 
 
 def test_twins_pass_under_the_simulator():
@@ -131,8 +125,7 @@ def test_twins_check_their_arguments(cuda):
 # ---- the classes on the device: state beside the parameters, the same numbers as on the CPU ----
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
-def test_optimizer_on_the_device_matches_the_cpu(backends_have_the_new_kernels, name):
-    device = backends_have_the_new_kernels
+def test_optimizer_on_the_device_matches_the_cpu(device, name):
     params = {"w": random((3, 50), 0), "b": random(50, 1)}
     grads = {"w": random((3, 50), 2), "b": random(50, 3)}
     on_device = [{k: device.to_device(a) for k, a in arrays.items()} for arrays in (params, grads)]
@@ -149,8 +142,7 @@ def test_optimizer_on_the_device_matches_the_cpu(backends_have_the_new_kernels, 
         np.testing.assert_allclose(gpu_state[k], v, **TOLERANCE, err_msg=k)
 
 
-def test_weight_average_on_the_device_matches_the_cpu(backends_have_the_new_kernels):
-    device = backends_have_the_new_kernels
+def test_weight_average_on_the_device_matches_the_cpu(device):
     cpu_model, gpu_model = Tiny(np.float32), Tiny(np.float32).to("cuda")
     cpu_average, gpu_average = WeightAverage(cpu_model), WeightAverage(gpu_model)
     rng = np.random.default_rng(1)

@@ -1,5 +1,6 @@
-"""kernels/ installs as ``tinyeffnet.kernels`` (a bare top-level ``kernels`` would clash with a PyPI
-package of that name), both in the editable install and in a built wheel."""
+"""kernels/ installs as ``tinyeffnet.kernels`` and kernels/cuda/ as ``tinyeffnet.kernels.cuda`` (a bare
+top-level ``kernels`` would clash with a PyPI package of that name), both in the editable install and in a
+built wheel."""
 
 import os
 import subprocess
@@ -24,6 +25,7 @@ def test_built_wheel_ships_kernels_inside_the_package(tmp_path):
     wheel = next((tmp_path / "dist").glob("tinyeffnet-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "tinyeffnet/kernels/depthwise.py" in names and "tinyeffnet/kernels/__init__.py" in names
+    assert "tinyeffnet/kernels/cuda/depthwise.py" in names and "tinyeffnet/kernels/cuda/_device.py" in names
     assert "tinyeffnet/imagenet_classes.txt" in names
     assert not any(n.startswith("kernels/") for n in names)
     target = tmp_path / "site"

@@ -5,6 +5,7 @@ import pytest
 from gradcheck import assert_gradients, numerical_gradient
 from hypothesis import given
 from hypothesis import strategies as st
+from tolerances import GRADIENT, SMALL_SUMS_F32, SMALL_SUMS_F64
 
 from tinyeffnet.kernels.dropout import (
     drop_connect_backward,
@@ -19,10 +20,7 @@ from tinyeffnet.kernels.loss import cross_entropy_backward, cross_entropy_forwar
 from tinyeffnet.kernels.pooling import global_avg_pool_backward, global_avg_pool_forward
 from tinyeffnet.kernels.scale import channel_scale_backward, channel_scale_forward
 
-FLOAT64_TOL = dict(rtol=1e-13, atol=1e-14)
-FLOAT32_TOL = dict(rtol=1e-5, atol=1e-6)
-GRAD_TOL = dict(rtol=1e-5, atol=1e-6)
-DTYPE_TOLS = pytest.mark.parametrize("dtype, tol", [(np.float64, FLOAT64_TOL), (np.float32, FLOAT32_TOL)])
+DTYPE_TOLS = pytest.mark.parametrize("dtype, tol", [(np.float64, SMALL_SUMS_F64), (np.float32, SMALL_SUMS_F32)])
 SMOOTHINGS = [0.0, 0.1]
 
 # (N, H, W, C): batch 1 and more, one channel and more, odd and even spatial sizes.
@@ -52,7 +50,7 @@ def test_global_avg_pool_backward_matches_central_differences(shape, seed):
     n, h, w, c = shape
     x, dy = normal(seed, shape, (n, c))
     dx = global_avg_pool_backward(dy, h, w)
-    assert_gradients(global_avg_pool_forward, dict(x=x), dict(x=dx), dy, **GRAD_TOL)
+    assert_gradients(global_avg_pool_forward, dict(x=x), dict(x=dx), dy, **GRADIENT)
 
 
 # Channel scale (squeeze-and-excitation "excite")
@@ -71,7 +69,7 @@ def test_channel_scale_backward_matches_central_differences(shape, seed):
     n, _, _, c = shape
     x, s, dy = normal(seed, shape, (n, c), shape)
     dx, ds = channel_scale_backward(x, s, dy)
-    assert_gradients(channel_scale_forward, dict(x=x, s=s), dict(x=dx, s=ds), dy, **GRAD_TOL)
+    assert_gradients(channel_scale_forward, dict(x=x, s=s), dict(x=dx, s=ds), dy, **GRADIENT)
 
 
 # Linear
@@ -90,7 +88,7 @@ def test_linear_forward_matches_einsum(dtype, tol):
 def test_linear_backward_matches_central_differences(batch, f_in, f_out, seed):
     x, w, b, dy = normal(seed, (batch, f_in), (f_in, f_out), (f_out,), (batch, f_out))
     dx, dw, db = linear_backward(x, w, dy)
-    assert_gradients(linear_forward, dict(x=x, w=w, b=b), dict(x=dx, w=dw, b=db), dy, **GRAD_TOL)
+    assert_gradients(linear_forward, dict(x=x, w=w, b=b), dict(x=dx, w=dw, b=db), dy, **GRADIENT)
 
 
 # Cross-entropy with label smoothing
@@ -134,7 +132,7 @@ def test_cross_entropy_backward_matches_central_differences(batch, classes, smoo
     _, probs = cross_entropy_forward(logits, labels, smoothing)
     dlogits = cross_entropy_backward(probs, labels, smoothing)
     expected = numerical_gradient(lambda: cross_entropy_forward(logits, labels, smoothing)[0], logits)
-    np.testing.assert_allclose(dlogits, expected, **GRAD_TOL)
+    np.testing.assert_allclose(dlogits, expected, **GRADIENT)
 
 
 # Dropout and drop connect
@@ -170,7 +168,7 @@ def test_dropout_gradient_is_the_mask_times_dy(shape, seed):
     dx = dropout_backward(mask, dy)
     np.testing.assert_array_equal(dropout_forward(x, mask), x * mask)
     np.testing.assert_array_equal(dx, mask * dy)
-    assert_gradients(lambda x: dropout_forward(x, mask), dict(x=x), dict(x=dx), dy, **GRAD_TOL)
+    assert_gradients(lambda x: dropout_forward(x, mask), dict(x=x), dict(x=dx), dy, **GRADIENT)
 
 
 def test_drop_connect_mask_statistics():
@@ -194,7 +192,7 @@ def test_drop_connect_gradient_is_keep_times_dy(shape, seed):
     keep = drop_connect_mask(np.random.default_rng(seed), shape[0], 0.5, np.float64)
     dx = drop_connect_backward(keep, dy)
     np.testing.assert_array_equal(dx, keep[:, None, None, None] * dy)
-    assert_gradients(lambda x: drop_connect_forward(x, keep), dict(x=x), dict(x=dx), dy, **GRAD_TOL)
+    assert_gradients(lambda x: drop_connect_forward(x, keep), dict(x=x), dict(x=dx), dy, **GRADIENT)
 
 
 # Bad input

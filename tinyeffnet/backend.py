@@ -1,6 +1,6 @@
 """Backends: where a model's arrays live and which kernels run on them.
 
-Every kernel file ``kernels/x.py`` (NumPy arrays, the CPU) has a twin ``kernels/x_cuda.py`` (numba.cuda
+Every kernel file ``kernels/x.py`` (NumPy arrays, the CPU) has a twin ``kernels/cuda/x.py`` (numba.cuda
 device arrays, a GPU) with the same functions and arguments. A backend holds one of the two sets as
 attributes, so a layer calls ``self.backend.depthwise.depthwise_conv_forward(x, w, stride)`` and the same
 line runs on either device; ``Layer.to("cuda")`` moves a model's arrays and switches its backend.
@@ -24,7 +24,7 @@ import numpy as np
 from tinyeffnet.device import require_cuda
 
 KERNELS = ("activations", "batchnorm", "batchnorm_act", "conv2d", "depthwise", "dropout", "elementwise",
-           "linear", "loss", "pointwise", "pooling", "scale", "sgd")
+           "linear", "loss", "pointwise", "pooling", "scale", "sgd", "rmsprop", "adamw", "ema")
 DEVICES = ("cpu", "cuda")
 
 
@@ -36,10 +36,10 @@ def is_device_array(a):
 class Backend:
     """The kernel modules of one device, as attributes named like ``KERNELS``."""
 
-    def __init__(self, device, module_suffix):
+    def __init__(self, device, package):
         self.device = device
         for name in KERNELS:
-            setattr(self, name, importlib.import_module(f"tinyeffnet.kernels.{name}{module_suffix}"))
+            setattr(self, name, importlib.import_module(f"{package}.{name}"))
 
     def __repr__(self):
         return f"Backend({self.device!r})"
@@ -47,7 +47,7 @@ class Backend:
 
 class CPUBackend(Backend):
     def __init__(self):
-        super().__init__("cpu", "")
+        super().__init__("cpu", "tinyeffnet.kernels")
 
     def to_device(self, a):
         return a.copy_to_host() if is_device_array(a) else np.asarray(a)
@@ -65,7 +65,7 @@ class CPUBackend(Backend):
 class CUDABackend(Backend):
     def __init__(self):
         self.cuda = require_cuda()
-        super().__init__("cuda", "_cuda")
+        super().__init__("cuda", "tinyeffnet.kernels.cuda")
 
     def to_device(self, a):
         return a if is_device_array(a) else self.cuda.to_device(np.ascontiguousarray(a))

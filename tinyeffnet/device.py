@@ -1,6 +1,6 @@
-"""Where the CUDA kernels can run: call ``require_cuda()`` before using ``tinyeffnet.kernels.*_cuda``.
+"""Where the CUDA kernels can run: call ``require_cuda()`` before using ``tinyeffnet.kernels.cuda``.
 
-The CUDA twins of the kernels (``kernels/*_cuda.py``) need ``numba.cuda`` and either an NVIDIA GPU with
+The CUDA twins of the kernels (``kernels/cuda/*.py``) need ``numba.cuda`` and either an NVIDIA GPU with
 its driver or Numba's CUDA simulator, which runs every GPU thread as a Python thread: correct but slow,
 for reading and testing the kernels without a GPU. The simulator is switched on by
 ``NUMBA_ENABLE_CUDASIM=1`` in the environment, read when ``numba.cuda`` is first imported.

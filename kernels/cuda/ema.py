@@ -7,7 +7,8 @@ avg[t] and x[t] and writes avg[t]. The averaged weights stay on the device besid
 import numpy as np
 from numba import cuda
 
-from .._device_cuda import THREADS_PER_BLOCK, blocks_for, check_device_array
+from .._checks import check_device_array
+from ._device import THREADS_PER_BLOCK, blocks_for
 from ..ema import _check_update
 
 

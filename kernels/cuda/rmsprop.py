@@ -10,7 +10,8 @@ import math
 import numpy as np
 from numba import cuda
 
-from .._device_cuda import THREADS_PER_BLOCK, blocks_for, check_device_array
+from .._checks import check_device_array
+from ._device import THREADS_PER_BLOCK, blocks_for
 from ..rmsprop import _check_update, _scalars
 
 

@@ -22,8 +22,9 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._device_cuda import THREADS_PER_BLOCK, block_sum, blocks_for, check_device_array
-from .loss import _check_labels, _check_smoothing
+from .._checks import check_device_array
+from ..loss import _check_backward, _check_forward, _check_labels
+from ._device import THREADS_PER_BLOCK, block_sum, blocks_for
 
 
 @cuda.jit(device=True, cache=True)
@@ -89,12 +90,8 @@ def cross_entropy_forward(logits, labels, smoothing=0.0):
     logits: (N, K) float32 device array; labels: (N,) integer device array in [0, K); smoothing: ε in [0, 1).
     Returns ``(loss, probs)``: loss a Python float, probs = softmax(logits) (N, K) device array.
     """
-    logits = check_device_array("logits", logits, ndim=2)
-    batch, classes = logits.shape
-    if batch == 0 or classes == 0:
-        raise ValueError(f"logits must have at least one row and one class, got shape {logits.shape}")
-    labels = _checked_labels(labels, batch, classes)
-    smoothing = _check_smoothing(smoothing)
+    logits, labels, smoothing = _check_forward(logits, labels, smoothing, check_device_array, _checked_labels)
+    batch = logits.shape[0]
     probs = cuda.device_array_like(logits)
     row_loss = cuda.device_array(batch, np.float64)  # the losses add up in float64, as on the CPU
     _softmax_rows_kernel[blocks_for(batch), THREADS_PER_BLOCK](logits, labels, smoothing, probs, row_loss)
@@ -107,10 +104,7 @@ def cross_entropy_backward(probs, labels, smoothing=0.0):
     """∂loss/∂logits = (probs − target) / N. probs: (N, K) from the forward; labels, smoothing as there.
 
     Returns dlogits: (N, K) device array."""
-    probs = check_device_array("probs", probs, ndim=2)
-    batch, classes = probs.shape
-    labels = _checked_labels(labels, batch, classes)
-    smoothing = _check_smoothing(smoothing)
+    probs, labels, smoothing = _check_backward(probs, labels, smoothing, check_device_array, _checked_labels)
     dlogits = cuda.device_array_like(probs)
     _cross_entropy_grad_kernel[blocks_for(probs.size), THREADS_PER_BLOCK](probs, labels, smoothing, dlogits)
     return dlogits

@@ -6,7 +6,7 @@
 Thread mapping (images seen as ``(N, P, C)`` with ``P = H·W``):
 
 * ``y`` and ``dx``: one thread per element (the same kernel, ``scale_rows``, also serves drop connect
-  in ``dropout_cuda.py``).
+  in ``cuda/dropout.py``).
 * ``ds``: **one block per output value** ``(n, c)``, block index ``b = n·C + c``; the block's threads
   stride over the P positions and ``block_sum`` adds their partial sums in shared memory (a fixed
   order, float64, no atomics).
@@ -14,8 +14,9 @@ Thread mapping (images seen as ``(N, P, C)`` with ``P = H·W``):
 
 from numba import cuda
 
-from ._checks import check_shape
-from ._device_cuda import THREADS_PER_BLOCK, block_sum, blocks_for, check_device_array, split_index
+from .._checks import check_device_array, check_like
+from ..scale import _check_inputs
+from ._device import THREADS_PER_BLOCK, block_sum, blocks_for, split_index
 
 
 @cuda.jit(cache=True)
@@ -42,22 +43,15 @@ def _sum_positions_of_product_kernel(a, b, out):
 
 
 def scale_rows(x, s):
-    """x (N, P, C) times s (N, C) broadcast over P; unchecked, shared with drop connect in ``dropout_cuda.py``."""
+    """x (N, P, C) times s (N, C) broadcast over P; unchecked, shared with drop connect in ``cuda/dropout.py``."""
     y = cuda.device_array_like(x)
     _scale_rows_kernel[blocks_for(x.size), THREADS_PER_BLOCK](x, s, y)
     return y
 
 
-def _check_inputs(x, s):
-    x = check_device_array("x", x, ndim=4)
-    s = check_device_array("s", s, ndim=2)
-    check_shape("s", s, (x.shape[0], x.shape[3]))
-    return x, s
-
-
 def channel_scale_forward(x, s):
     """y = x · s[:, None, None, :]. x: (N, H, W, C) float32 device array; s: (N, C). y like x."""
-    x, s = _check_inputs(x, s)
+    x, s = _check_inputs(x, s, check_device_array)
     n, h, w, c = x.shape
     return scale_rows(x.reshape(n, h * w, c), s).reshape(x.shape)
 
@@ -66,9 +60,8 @@ def channel_scale_backward(x, s, dy):
     """Gradients of y = x · s[:, None, None, :]. x, dy: (N, H, W, C); s: (N, C) device arrays.
 
     Returns ``(dx, ds)``: dx = dy · s (N, H, W, C) and ds = Σ_{h,w} dy · x (N, C)."""
-    x, s = _check_inputs(x, s)
-    dy = check_device_array("dy", dy)
-    check_shape("dy", dy, x.shape)
+    x, s = _check_inputs(x, s, check_device_array)
+    dy = check_like("dy", dy, x, check_device_array)
     n, h, w, c = x.shape
     x3, dy3 = x.reshape(n, h * w, c), dy.reshape(n, h * w, c)
     ds = cuda.device_array_like(s)

@@ -10,9 +10,9 @@ import math
 
 from numba import cuda
 
-from ._checks import check_shape
-from ._device_cuda import THREADS_PER_BLOCK, blocks_for, check_device_array
-from .activations import RELU6_CAP
+from .._checks import check_device_array, check_like
+from ..activations import RELU6_CAP
+from ._device import THREADS_PER_BLOCK, blocks_for
 
 
 @cuda.jit(device=True, cache=True)
@@ -101,8 +101,7 @@ def _forward(kernel, name, a):
 
 def _backward(kernel, name, a, dy):
     a = check_device_array(name, a)
-    dy = check_device_array("dy", dy)
-    check_shape("dy", dy, a.shape)
+    dy = check_like("dy", dy, a, check_device_array)
     dx = cuda.device_array_like(a)
     kernel[blocks_for(a.size), THREADS_PER_BLOCK](a.reshape(a.size), dy.reshape(a.size), dx.reshape(a.size))
     return dx

@@ -9,8 +9,9 @@ host as a Python float, as on the CPU.
 import numpy as np
 from numba import cuda
 
-from ._checks import check_shape
-from ._device_cuda import THREADS_PER_BLOCK, block_sum, blocks_for, check_device_array
+from .._checks import check_device_array
+from ..elementwise import _check_pair
+from ._device import THREADS_PER_BLOCK, block_sum, blocks_for
 
 
 @cuda.jit(cache=True)
@@ -60,8 +61,7 @@ def _flat(name, a):
 
 def _flat_pair(a_name, a, b_name, b):
     """Check two device arrays of one shape; return their 1-D views."""
-    a, b = check_device_array(a_name, a), check_device_array(b_name, b)
-    check_shape(b_name, b, a.shape)
+    _check_pair(a_name, a, b_name, b, check_device_array)
     return a.reshape(a.size), b.reshape(b.size)
 
 

@@ -1,6 +1,6 @@
 """CUDA twin of ``batchnorm_act.py``: batch norm fused with the activation after it, on device arrays.
 
-Same functions, arguments and formulas as the CPU file (read it for the derivation). Per channel c of
+Same functions, arguments, checks and formulas as the CPU file (read it for the derivation). Per channel c of
 x (M, C), with scale_c = γ_c / sqrt(σ²_c + ε) and shift_c = β_c − μ_c · scale_c:
 
     u = x · scale + shift        z = act(u)        act ∈ {identity, swish, relu6}
@@ -10,7 +10,7 @@ As on the CPU, u is never stored: the backward recomputes it (and σ(u)) from x.
 
 Thread mapping:
 
-* statistics: ``batchnorm_cuda``'s kernel, one block per channel.
+* statistics: ``cuda/batchnorm.py``'s kernel, one block per channel.
 * forward: one thread per element of z, which computes its channel's scale and shift itself (two
   divisions are cheaper than a separate kernel and an array for them).
 * backward: **one block per channel** ``c = blockIdx.x``; its threads stride over the M values, adding
@@ -22,12 +22,11 @@ import math
 
 from numba import cuda
 
-from ._checks import check_shape
-from ._device_cuda import THREADS_PER_BLOCK, block_sum, blocks_for, check_device_array
-from .activations_cuda import _relu6, _relu6_derivative, _swish, _swish_derivative
-from .batchnorm import _check_eps
-from .batchnorm_act import ACTIVATIONS, RELU6, SWISH
-from .batchnorm_cuda import _check_channel_vectors, _check_x, _moments_kernel
+from .._checks import check_device_array, check_like
+from ..batchnorm_act import ACTIVATIONS, RELU6, SWISH, _check
+from ._device import THREADS_PER_BLOCK, block_sum, blocks_for
+from .activations import _relu6, _relu6_derivative, _swish, _swish_derivative
+from .batchnorm import _moments_kernel
 
 
 @cuda.jit(device=True, cache=True)
@@ -86,15 +85,6 @@ def _backward_kernel(x, gamma, beta, mean, var, eps, dz, activation, dx, dgamma,
         dx[m, c] = scale * (g - sum_g / count - xhat * sum_g_xhat / count)
 
 
-def _check(x, eps, activation, **vectors):
-    """Check the common arguments; return x, its (M, C) view and the (C,) device vectors in order."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
-    _check_eps(eps)
-    x, x2 = _check_x(x)
-    return x, x2, _check_channel_vectors(x2.shape[1], **vectors)
-
-
 def _forward(x, x2, gamma, beta, mean, var, eps, activation):
     z = cuda.device_array_like(x)
     _forward_kernel[blocks_for(x.size), THREADS_PER_BLOCK](
@@ -109,7 +99,7 @@ def batchnorm_act_train_forward(x, gamma, beta, eps, activation):
     x: (..., C) float32 device array; gamma, beta: (C,). Returns ``(z, mean, var)``: z like x; the batch
     mean and biased variance (C,), which the backward needs with x.
     """
-    x, x2, (gamma, beta) = _check(x, eps, activation, gamma=gamma, beta=beta)
+    x, x2, (gamma, beta) = _check(x, eps, activation, check_device_array, gamma=gamma, beta=beta)
     channels = x2.shape[1]
     mean, var = cuda.device_array(channels, x.dtype), cuda.device_array(channels, x.dtype)
     _moments_kernel[channels, THREADS_PER_BLOCK](x2, mean, var)
@@ -118,7 +108,8 @@ def batchnorm_act_train_forward(x, gamma, beta, eps, activation):
 
 def batchnorm_act_eval_forward(x, gamma, beta, mean, var, eps, activation):
     """Batch norm with given (running) statistics, then ``activation``. Shapes as the train forward; returns z."""
-    x, x2, (gamma, beta, mean, var) = _check(x, eps, activation, gamma=gamma, beta=beta, mean=mean, var=var)
+    x, x2, (gamma, beta, mean, var) = _check(x, eps, activation, check_device_array, gamma=gamma, beta=beta, mean=mean,
+                                             var=var)
     return _forward(x, x2, gamma, beta, mean, var, eps, activation)
 
 
@@ -127,9 +118,9 @@ def batchnorm_act_train_backward(x, gamma, beta, mean, var, eps, dz, activation)
 
     x, dz: (..., C); gamma, beta, and the forward's mean, var: (C,). Returns ``(dx, dgamma, dbeta)``.
     """
-    x, x2, (gamma, beta, mean, var) = _check(x, eps, activation, gamma=gamma, beta=beta, mean=mean, var=var)
-    dz = check_device_array("dz", dz)
-    check_shape("dz", dz, x.shape)
+    x, x2, (gamma, beta, mean, var) = _check(x, eps, activation, check_device_array, gamma=gamma, beta=beta, mean=mean,
+                                             var=var)
+    dz = check_like("dz", dz, x, check_device_array)
     channels = x2.shape[1]
     dx = cuda.device_array_like(x)
     dgamma, dbeta = cuda.device_array(channels, x.dtype), cuda.device_array(channels, x.dtype)

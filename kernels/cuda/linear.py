@@ -3,16 +3,17 @@
     x: (N, F_in)   w: (F_in, F_out)   b: (F_out,)   y = x @ w + b: (N, F_out)
     dx = dy @ wᵀ        dw = xᵀ @ dy        db = Σ_n dy[n]
 
-The products are ``pointwise_cuda.matmul`` (a tiled matrix product). Adding the bias runs one thread
+The products are ``cuda/pointwise.py``'s ``matmul`` (a tiled matrix product). Adding the bias runs one thread
 per element of ``y``; ``db`` runs **one block per output feature** f: the block's threads stride over
 the N rows and ``block_sum`` adds their partial sums in shared memory (a fixed order, no atomics).
 """
 
 from numba import cuda
 
-from ._checks import check_shape
-from ._device_cuda import THREADS_PER_BLOCK, block_sum, blocks_for, check_device_array
-from .pointwise_cuda import matmul
+from .._checks import check_device_array
+from ..linear import _check_backward, _check_forward
+from ._device import THREADS_PER_BLOCK, block_sum, blocks_for
+from .pointwise import matmul
 
 
 @cuda.jit(cache=True)
@@ -38,11 +39,7 @@ def _sum_rows_kernel(dy, db):
 
 def linear_forward(x, w, b):
     """y = x @ w + b. x: (N, F_in), w: (F_in, F_out), b: (F_out,) float32 device arrays. Returns (N, F_out)."""
-    x = check_device_array("x", x, ndim=2)
-    w = check_device_array("w", w, ndim=2)
-    b = check_device_array("b", b, ndim=1)
-    check_shape("w", w, (x.shape[1], None))
-    check_shape("b", b, (w.shape[1],))
+    x, w, b = _check_forward(x, w, b, check_device_array)
     y = matmul(x, w)
     _add_bias_kernel[blocks_for(y.size), THREADS_PER_BLOCK](y, b)
     return y
@@ -52,11 +49,7 @@ def linear_backward(x, w, dy):
     """Gradients of y = x @ w + b. x: (N, F_in), w: (F_in, F_out), dy: (N, F_out) device arrays.
 
     Returns ``(dx, dw, db)`` = (dy @ wᵀ, xᵀ @ dy, Σ_n dy), shaped like x, w and b."""
-    x = check_device_array("x", x, ndim=2)
-    w = check_device_array("w", w, ndim=2)
-    dy = check_device_array("dy", dy, ndim=2)
-    check_shape("w", w, (x.shape[1], None))
-    check_shape("dy", dy, (x.shape[0], w.shape[1]))
+    x, w, dy = _check_backward(x, w, dy, check_device_array)
     db = cuda.device_array(w.shape[1], dy.dtype)
     if db.size:
         _sum_rows_kernel[db.size, THREADS_PER_BLOCK](dy, db)

@@ -3,7 +3,7 @@ device arrays.
 
 Same functions, arguments, shapes and SAME padding as the CPU file (read it for the formulas).
 im2col copies every k×k×C_in window into one row of ``cols`` (N·Ho·Wo, k·k·C_in) and the convolution
-becomes the 1×1 convolution ``pointwise_cuda`` of ``cols`` with ``w`` as (k·k·C_in, C_out). Backward:
+becomes the 1×1 convolution ``cuda/pointwise.py`` of ``cols`` with ``w`` as (k·k·C_in, C_out). Backward:
 the pointwise backward gives ``dw`` and ``dcols``; col2im adds each window's ``dcols`` back onto the
 pixels it was copied from.
 
@@ -12,17 +12,18 @@ Thread mapping:
 * im2col: one thread per element of ``cols``: row (n, i, j) is the window, column (p, q, c) the tap;
   taps in the padding get 0.
 * col2im: one thread per element (n, h, v, c) of ``dx``, which *gathers* ``dcols`` from every window
-  that copied its pixel (``depthwise_cuda.window_index``): no two threads write one element, so no
+  that copied its pixel (``cuda/depthwise.py``'s ``window_index``): no two threads write one element, so no
   atomics are needed, and every sum has a fixed order.
 """
 
 from numba import cuda
 
-from ._checks import check_shape
-from ._device_cuda import THREADS_PER_BLOCK, blocks_for, check_device_array, split_index
-from .depthwise import check_window, same_geometry
-from .depthwise_cuda import source_index, window_index
-from .pointwise_cuda import pointwise_conv_backward, pointwise_conv_forward
+from .._checks import check_device_array
+from ..conv2d import _checked
+from ..padding import check_window_gradient, same_geometry
+from ._device import THREADS_PER_BLOCK, blocks_for, split_index
+from .depthwise import source_index, window_index
+from .pointwise import pointwise_conv_backward, pointwise_conv_forward
 
 
 @cuda.jit(cache=True)
@@ -57,17 +58,8 @@ def _col2im_kernel(dcols, k, stride, pad_top, pad_left, out_h, out_w, dx):
         dx[n, h, v, c] = acc
 
 
-def _checked(x, w, stride):
-    x = check_device_array("x", x, ndim=4)
-    w = check_device_array("w", w, ndim=4)
-    check_window(w, stride)
-    if w.shape[2] != x.shape[3]:
-        raise ValueError(f"w has {w.shape[2]} input channels but x has {x.shape[3]}; a conv2d w is (k, k, C_in, C_out)")
-    return x, w
-
-
 def _im2col(x, k, stride):
-    """cols (N, Ho, Wo, k·k·C_in): the windows of x, ready for ``pointwise_cuda``."""
+    """cols (N, Ho, Wo, k·k·C_in): the windows of x, ready for ``cuda/pointwise.py``."""
     out_h, pad_top, out_w, pad_left = same_geometry(x, k, stride)
     cols = cuda.device_array((x.shape[0] * out_h * out_w, k * k * x.shape[3]), x.dtype)
     _im2col_kernel[blocks_for(cols.size), THREADS_PER_BLOCK](x, k, int(stride), pad_top, pad_left, out_h, out_w, cols)
@@ -84,7 +76,7 @@ def conv2d_forward(x, w, stride):
 
     x: (N, H, W, C_in) float32 device array, w: (k, k, C_in, C_out), stride 1 or 2.
     Returns y: (N, ceil(H/s), ceil(W/s), C_out)."""
-    x, w = _checked(x, w, stride)
+    x, w = _checked(x, w, stride, check_device_array)
     return pointwise_conv_forward(_im2col(x, w.shape[0], stride), _as_matrix(w))
 
 
@@ -92,11 +84,10 @@ def conv2d_backward(x, w, dy, stride):
     """Gradients of ``L = Σ y·dy`` for ``y = conv2d_forward(x, w, stride)``.
 
     dy: (N, ceil(H/s), ceil(W/s), C_out) device array. Returns ``(dx, dw)`` shaped like ``x`` and ``w``."""
-    x, w = _checked(x, w, stride)
+    x, w = _checked(x, w, stride, check_device_array)
+    dy = check_window_gradient(x, w, dy, stride, check_device_array)
     k = w.shape[0]
     out_h, pad_top, out_w, pad_left = same_geometry(x, k, stride)
-    dy = check_device_array("dy", dy, ndim=4)
-    check_shape("dy", dy, (x.shape[0], out_h, out_w, w.shape[3]))
     dcols, dw = pointwise_conv_backward(_im2col(x, k, stride), _as_matrix(w), dy)
     dx = cuda.device_array_like(x)
     dcols = dcols.reshape(-1, k * k * x.shape[3])

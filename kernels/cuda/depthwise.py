@@ -16,14 +16,15 @@ Thread mapping:
 * ``dw``: **one block per weight** (p, q, c); the block's threads stride over the N·Ho·Wo windows and
   ``block_sum`` adds their partial sums in shared memory (float64, a fixed order, no atomics).
 
-``source_index`` and ``window_index`` are shared with ``conv2d_cuda.py``, which slides the same windows.
+``source_index`` and ``window_index`` are shared with ``cuda/conv2d.py``, which slides the same windows.
 """
 
 from numba import cuda
 
-from ._checks import check_shape
-from ._device_cuda import THREADS_PER_BLOCK, block_sum, blocks_for, check_device_array, split_index
-from .depthwise import check_window, same_geometry
+from .._checks import check_device_array
+from ..depthwise import _checked
+from ..padding import check_window_gradient, same_geometry
+from ._device import THREADS_PER_BLOCK, block_sum, blocks_for, split_index
 
 
 @cuda.jit(device=True, cache=True)
@@ -100,21 +101,12 @@ def _weight_gradient_kernel(x, dy, stride, pad_top, pad_left, dw):
         dw[p, q, c] = total
 
 
-def _checked(x, w, stride):
-    x = check_device_array("x", x, ndim=4)
-    w = check_device_array("w", w, ndim=3)
-    check_window(w, stride)
-    if w.shape[2] != x.shape[3]:
-        raise ValueError(f"w has {w.shape[2]} channels but x has {x.shape[3]}; a depthwise w is (k, k, C)")
-    return x, w
-
-
 def depthwise_conv_forward(x, w, stride):
     """Depthwise convolution ``y = x ⊛ w`` with SAME padding.
 
     x: (N, H, W, C) float32 device array, w: (k, k, C) device array, stride 1 or 2.
     Returns y: (N, ceil(H/s), ceil(W/s), C)."""
-    x, w = _checked(x, w, stride)
+    x, w = _checked(x, w, stride, check_device_array)
     out_h, pad_top, out_w, pad_left = same_geometry(x, w.shape[0], stride)
     y = cuda.device_array((x.shape[0], out_h, out_w, x.shape[3]), x.dtype)
     _forward_kernel[blocks_for(y.size), THREADS_PER_BLOCK](x, w, int(stride), pad_top, pad_left, y)
@@ -125,10 +117,9 @@ def depthwise_conv_backward(x, w, dy, stride):
     """Gradients of ``L = Σ y·dy`` for ``y = depthwise_conv_forward(x, w, stride)``.
 
     dy: the forward output's shape. Returns ``(dx, dw)`` shaped like ``x`` and ``w``."""
-    x, w = _checked(x, w, stride)
-    out_h, pad_top, out_w, pad_left = same_geometry(x, w.shape[0], stride)
-    dy = check_device_array("dy", dy, ndim=4)
-    check_shape("dy", dy, (x.shape[0], out_h, out_w, x.shape[3]))
+    x, w = _checked(x, w, stride, check_device_array)
+    dy = check_window_gradient(x, w, dy, stride, check_device_array)
+    _, pad_top, _, pad_left = same_geometry(x, w.shape[0], stride)
     dx = cuda.device_array_like(x)
     dw = cuda.device_array_like(w)
     _input_gradient_kernel[blocks_for(dx.size), THREADS_PER_BLOCK](w, dy, int(stride), pad_top, pad_left, dx)

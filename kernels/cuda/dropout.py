@@ -8,14 +8,15 @@ from a seeded ``numpy.random.Generator`` and copied with ``cuda.to_device``: one
 mask on the CPU and on the GPU, so the two backends can be compared step by step.
 
 Thread mapping: one thread per element of the output. Drop connect is the excite multiply of
-``scale_cuda.py`` with a single channel, as on the CPU.
+``cuda/scale.py`` with a single channel, as on the CPU.
 """
 
 from numba import cuda
 
-from ._checks import check_shape
-from ._device_cuda import THREADS_PER_BLOCK, blocks_for, check_device_array
-from .scale_cuda import scale_rows
+from .._checks import check_device_array
+from ..dropout import _check_keep, _check_mask
+from ._device import THREADS_PER_BLOCK, blocks_for
+from .scale import scale_rows
 
 
 @cuda.jit(cache=True)
@@ -28,9 +29,7 @@ def _multiply_kernel(a, b, out):
 
 def _apply_mask(a, a_name, mask):
     """a · mask elementwise, after checking that both are float32 device arrays of one shape."""
-    a = check_device_array(a_name, a)
-    mask = check_device_array("mask", mask)
-    check_shape("mask", mask, a.shape)
+    a, mask = _check_mask(a, a_name, mask, check_device_array)
     out = cuda.device_array_like(a)
     flat = a.size
     _multiply_kernel[blocks_for(flat), THREADS_PER_BLOCK](a.reshape(flat), mask.reshape(flat), out.reshape(flat))
@@ -48,10 +47,8 @@ def dropout_backward(mask, dy):
 
 
 def _apply_keep(a, a_name, keep):
-    """a[n] · keep[n] for a (N, H, W, C): the excite multiply of ``scale_cuda.py`` with a single channel."""
-    a = check_device_array(a_name, a, ndim=4)
-    keep = check_device_array("keep", keep, ndim=1)
-    check_shape("keep", keep, (a.shape[0],))
+    """a[n] · keep[n] for a (N, H, W, C): the excite multiply of ``cuda/scale.py`` with a single channel."""
+    a, keep = _check_keep(a, a_name, keep, check_device_array)
     batch = a.shape[0]
     return scale_rows(a.reshape(batch, -1, 1), keep.reshape(batch, 1)).reshape(a.shape)
 

@@ -4,7 +4,7 @@
     Y = X @ w        dX = dY @ wᵀ        dw = Xᵀ @ dY        with X = x as (N·H·W, C_in)
 
 On the CPU the product goes to BLAS; here it is ``matmul``, a tiled matrix product, which
-``linear_cuda.py`` and ``conv2d_cuda.py`` (after im2col) use as well.
+``cuda/linear.py`` and ``cuda/conv2d.py`` (after im2col) use as well.
 
 ``matmul`` thread mapping: 2-D blocks of TILE × TILE threads; thread (ty, tx) of block (by, bx)
 computes ``out[by·TILE + ty, bx·TILE + tx]``. The inner dimension is walked one TILE at a time: the
@@ -20,8 +20,8 @@ import math
 import numba
 from numba import cuda
 
-from ._checks import check_shape
-from ._device_cuda import check_device_array
+from .._checks import check_device_array
+from ..pointwise import _checked, _checked_backward
 
 TILE = 16
 
@@ -66,19 +66,11 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     return out
 
 
-def _checked(x, w):
-    x = check_device_array("x", x, ndim=4)
-    w = check_device_array("w", w, ndim=2)
-    if w.shape[0] != x.shape[3]:
-        raise ValueError(f"w has {w.shape[0]} input channels but x has {x.shape[3]}; a pointwise w is (C_in, C_out)")
-    return x, w
-
-
 def pointwise_conv_forward(x, w):
     """1×1 convolution ``y = x @ w`` over the channel axis.
 
     x: (N, H, W, C_in) float32 device array, w: (C_in, C_out). Returns y: (N, H, W, C_out)."""
-    x, w = _checked(x, w)
+    x, w = _checked(x, w, check_device_array)
     return matmul(x.reshape(-1, x.shape[3]), w).reshape(x.shape[:3] + (w.shape[1],))
 
 
@@ -86,8 +78,6 @@ def pointwise_conv_backward(x, w, dy):
     """Gradients of ``L = Σ y·dy`` for ``y = pointwise_conv_forward(x, w)``.
 
     dy: (N, H, W, C_out) device array. Returns ``(dx, dw)`` shaped like ``x`` and ``w``."""
-    x, w = _checked(x, w)
-    dy = check_device_array("dy", dy, ndim=4)
-    check_shape("dy", dy, x.shape[:3] + (w.shape[1],))
+    x, w, dy = _checked_backward(x, w, dy, check_device_array)
     x_rows, dy_rows = x.reshape(-1, x.shape[3]), dy.reshape(-1, w.shape[1])
     return matmul(dy_rows, w, transpose_b=True).reshape(x.shape), matmul(x_rows, dy_rows, transpose_a=True)

@@ -12,8 +12,9 @@ Thread mapping (``x`` seen as ``(N, P, C)`` with ``P = H·W`` positions):
 
 from numba import cuda
 
-from ._device_cuda import THREADS_PER_BLOCK, block_sum, blocks_for, check_device_array, split_index
-from .pooling import _check_spatial
+from .._checks import check_device_array
+from ..pooling import _check_backward, _check_forward
+from ._device import THREADS_PER_BLOCK, block_sum, blocks_for, split_index
 
 
 @cuda.jit(cache=True)
@@ -41,9 +42,8 @@ def _spread_over_positions_kernel(dy, dx):
 
 def global_avg_pool_forward(x):
     """Mean over the spatial axes. x: (N, H, W, C) float32 device array -> y: (N, C)."""
-    x = check_device_array("x", x, ndim=4)
+    x = _check_forward(x, check_device_array)
     n, h, w, c = x.shape
-    _check_spatial(h, w)
     y = cuda.device_array((n, c), x.dtype)
     if y.size:
         _mean_over_positions_kernel[n * c, THREADS_PER_BLOCK](x.reshape(n, h * w, c), y)
@@ -54,8 +54,7 @@ def global_avg_pool_backward(dy, height, width):
     """dx = dy / (H·W) at every position. dy: (N, C) device array; height, width: the forward's H, W.
 
     Returns dx: (N, H, W, C)."""
-    dy = check_device_array("dy", dy, ndim=2)
-    _check_spatial(height, width)
+    dy = _check_backward(dy, height, width, check_device_array)
     n, c = dy.shape
     dx = cuda.device_array((n, height, width, c), dy.dtype)
     _spread_over_positions_kernel[blocks_for(dx.size), THREADS_PER_BLOCK](dy, dx.reshape(n, height * width, c))

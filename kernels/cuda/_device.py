@@ -1,6 +1,5 @@
-"""What every CUDA twin (``*_cuda.py``) shares: the device-array check, the launch geometry, flat index
-arithmetic and the block-wide sum. The CPU side of the checks is ``_checks.py``, whose ``check_shape``
-the twins reuse as is.
+"""What every CUDA twin shares: the launch geometry, flat index arithmetic and the block-wide sum. (The
+argument checks are the CPU files' own, run on device arrays by ``_checks.check_device_array``.)
 
 The twins take and return ``numba.cuda`` device arrays (``cuda.to_device(x)``, ``cuda.device_array``),
 float32 and C-contiguous, so that a reshape is a free view, just as NHWC makes it on the CPU.
@@ -19,25 +18,11 @@ sums are float64, as on the CPU, so the statistics of a large batch stay accurat
 import math
 
 import numba
-import numpy as np
 from numba import cuda
 
 # A power of two (for the tree reduction in ``block_sum``), and the smallest block that still lets a
 # multiprocessor hold its full 2048 threads when it can host at most 32 blocks (NVIDIA GPUs since Volta).
 THREADS_PER_BLOCK = 64
-
-
-def check_device_array(name, a, ndim=None):
-    """Check that ``a`` is a C-contiguous float32 ``numba.cuda`` device array with ``ndim`` dimensions."""
-    if not hasattr(a, "copy_to_host"):
-        raise TypeError(f"{name} must be a numba.cuda device array (cuda.to_device(a)), got {type(a).__name__}")
-    if a.dtype != np.float32:
-        raise TypeError(f"{name} must be float32, got {a.dtype}; convert before cuda.to_device")
-    if ndim is not None and a.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
-    if not a.is_c_contiguous():
-        raise ValueError(f"{name} must be C-contiguous; copy it with cuda.to_device(np.ascontiguousarray(...))")
-    return a
 
 
 def blocks_for(count):

@@ -8,8 +8,9 @@ thread per element; thread t reads θ[t], grad[t], v[t] and writes θ[t] and v[t
 import numpy as np
 from numba import cuda
 
-from ._device_cuda import THREADS_PER_BLOCK, blocks_for, check_device_array
-from .sgd import _check_update
+from .._checks import check_device_array
+from ..sgd import _check_update
+from ._device import THREADS_PER_BLOCK, blocks_for
 
 
 @cuda.jit(cache=True)

@@ -164,7 +164,7 @@ def test_loading_another_architecture_names_the_first_mismatch(tmp_path):
     save_checkpoint(path, EfficientNet(tiny_config()))
     _, state, _, _ = load_checkpoint(path)
     other = EfficientNet(tiny_config(width=0.5))
-    with pytest.raises(ValueError, match="'stem.weight' has shape"):
+    with pytest.raises(TinyEffNetError, match="'stem.weight' has shape"):
         other.load_state_dict(state)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import tinyeffnet.pretrained as pretrained
+import tinyeffnet.torch_names as torch_names
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.pretrained import (MAGIC_NUMBER, PROTOCOL_VERSION, imagenet_classes, load_legacy_torch, load_pretrained,
@@ -111,9 +112,9 @@ def test_refuses_other_formats(tmp_path):
 
 
 def test_name_and_layout_map():
-    assert pretrained.counterpart("blocks.4.depthwise_bn.gamma") == ("_blocks.4._bn1.weight", pretrained.AS_IS)
-    assert pretrained.counterpart("blocks.4.se.reduce.bias") == ("_blocks.4._se_reduce.bias", pretrained.AS_IS)
-    assert pretrained.counterpart("head_bn.num_batches_tracked")[0] == "_bn1.num_batches_tracked"
+    assert torch_names.counterpart("blocks.4.depthwise_bn.gamma") == ("_blocks.4._bn1.weight", torch_names.AS_IS)
+    assert torch_names.counterpart("blocks.4.se.reduce.bias") == ("_blocks.4._se_reduce.bias", torch_names.AS_IS)
+    assert torch_names.counterpart("head_bn.num_batches_tracked")[0] == "_bn1.num_batches_tracked"
     ours = {"stem.weight": (3, 3, 3, 32), "blocks.4.depthwise.weight": (5, 5, 8),
             "blocks.4.expand.weight": (2, 8), "blocks.4.se.expand.weight": (2, 8), "classifier.weight": (4, 10)}
     theirs = {"_conv_stem.weight": (32, 3, 3, 3), "_blocks.4._depthwise_conv.weight": (8, 1, 5, 5),
@@ -126,7 +127,7 @@ def test_name_and_layout_map():
     np.testing.assert_array_equal(exported["_blocks.4._depthwise_conv.weight"][3, 0],   # channel 3's k×k kernel
                                   state["blocks.4.depthwise.weight"][:, :, 3])
     for name, value in state.items():                                                 # to_ours undoes to_torch
-        torch_name, layout = pretrained.counterpart(name)
+        torch_name, layout = torch_names.counterpart(name)
         np.testing.assert_array_equal(layout.to_ours(exported[torch_name]), value)
 
 

@@ -34,16 +34,18 @@ import numpy as np
 
 from tinyeffnet import data as datasets
 from tinyeffnet import transfer
-from tinyeffnet.checkpoint import atomic_write, load_checkpoint, load_into, save_checkpoint
+from tinyeffnet.checkpoint import save_checkpoint
 from tinyeffnet.cli import add_model_arguments, build_config, run_cli
 from tinyeffnet.device import require_cuda
 from tinyeffnet.errors import TinyEffNetError
+from tinyeffnet.files import atomic_write
 from tinyeffnet.kernels.loss import cross_entropy_forward
 from tinyeffnet.layers import recalibrate_batchnorm
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.optim import SGD, clip_grad_norm, learning_rate
 from tinyeffnet.plots import plot_curves
 from tinyeffnet.progress import Progress, format_seconds
+from tinyeffnet.weights import open_weights
 
 EVAL_BATCH_SIZE = 256
 RECALIBRATION_BATCHES = 10          # batches averaged by recalibrate_batchnorm before a short run's evaluation
@@ -432,7 +434,7 @@ def main(argv=None):
     state = optimizer_state = model_state = None
     if args.resume:
         checkpoint = resume_source(args.resume)
-        config, model_state, optimizer_state, training = load_checkpoint(checkpoint)
+        config, model_state, optimizer_state, training = open_weights(checkpoint)
         if not training or "args" not in training or "epoch" not in training:
             raise TinyEffNetError(f"{checkpoint} holds weights only, no training state to resume from")
         saved = {**vars(parse_args([])), **training["args"]}     # defaults for flags newer than the run
@@ -453,7 +455,7 @@ def main(argv=None):
     data = prepare_data(args, None if args.freeze_body else config.resolution)
     if model_state is not None:
         model = EfficientNet(config, seed=args.seed)
-        load_into(model, model_state, args.resume)
+        model.load_state_dict(model_state, args.resume)
         model.noise_rng.bit_generator.state = training["noise_rng"]
     else:
         model = transfer.pretrained_model(config, args.seed) if args.pretrained else EfficientNet(config, args.seed)

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyeffnet import data as datasets
-from tinyeffnet.checkpoint import atomic_write
+from tinyeffnet.files import atomic_write
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.layers import Layer
 from tinyeffnet.model import EfficientNet

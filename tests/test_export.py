@@ -20,7 +20,7 @@ from tinyeffnet.checkpoint import save_checkpoint
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.export import pytorch_call, pytorch_snippet
 from tinyeffnet.model import EfficientNet
-from tinyeffnet.safetensors_file import read_model, read_safetensors, save_safetensors, signature
+from tinyeffnet.safetensors_file import file_signature, read_model, read_safetensors, save_safetensors, signature
 from tinyeffnet.scaling import VARIANTS, ModelConfig, config_for_variant
 from tinyeffnet.torch_names import Layout, load_torch_state, to_torch_state
 from tinyeffnet.weights import open_weights
@@ -181,6 +181,25 @@ def test_pytorch_call_names_the_reference_constructor():
     assert pytorch_call(config_for_variant("b0", stem_stride=1)) is None
 
 
+@pytest.mark.parametrize("variant, package", [("b0", "efficientnet_pytorch"), ("lite0", "efficientnet_lite_pytorch")])
+def test_pytorch_snippet_is_python_that_builds_and_loads_the_model(variant, package):
+    snippet = pytorch_snippet(config_for_variant(variant, num_classes=10), "out/m.safetensors")
+    compile(snippet, "snippet", "exec")
+    lines = snippet.splitlines()
+    assert lines[:2] == ["import safetensors.torch", f"import {package}"]
+    assert f"model = {package}.EfficientNet.from_name('efficientnet-{variant}', image_size=224, num_classes=10)" in lines
+    assert lines[-2:] == ["model.load_state_dict(safetensors.torch.load_file('out/m.safetensors'), strict=True)",
+                          "model.eval()"]
+    assert pytorch_snippet(config_for_variant(variant, stem_stride=1), "m.safetensors") is None
+
+
+def test_the_file_signature_does_not_need_a_depthwise_convolution():
+    """Blocks are counted by their index, so a block type without one (Fused-MBConv) counts too."""
+    tensors = to_torch_state(EfficientNet(TINY).state_dict())
+    without = {name: value for name, value in tensors.items() if "_depthwise_conv" not in name}
+    assert file_signature(without) == file_signature(tensors) == signature(TINY)
+
+
 # --- the command ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def run_checkpoint(tmp_path_factory):
@@ -192,6 +211,8 @@ def run_checkpoint(tmp_path_factory):
     result = run("tinyeffnet.export", "--checkpoint", folder, folder / "m.safetensors")
     assert result.returncode == 0, result.stderr
     assert "efficientnet_pytorch.EfficientNet.from_name('efficientnet-b0', width_coefficient=0.25" in result.stdout
+    snippet = result.stdout.split("in PyTorch:\n", 1)[1]
+    assert snippet.rstrip("\n") == pytorch_snippet(TINY, str(folder / "m.safetensors"))
     return folder
 
 

@@ -16,8 +16,10 @@ import tinyeffnet.torch_names as torch_names
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.pretrained import (MAGIC_NUMBER, PROTOCOL_VERSION, imagenet_classes, load_legacy_torch, load_pretrained,
-                                   load_torch_state, to_torch_state, weights_path)
+                                   weights_path)
 from tinyeffnet.scaling import config_for_variant
+from tinyeffnet.torch_names import load_torch_state, to_torch_state
+from tinyeffnet.weights import open_weights
 
 LITE0_PARAMETERS = 4_652_008
 MILITARY_UNIFORM = 652
@@ -172,6 +174,13 @@ def test_every_tensor_in_the_file_has_a_place_of_the_right_shape():
     exported = to_torch_state(model.state_dict())
     assert {k: v.shape for k, v in in_file.items()} == {k: v.shape for k, v in exported.items()}
     assert all(np.array_equal(in_file[k], exported[k]) for k in in_file)       # read, then written back: the same
+
+
+@needs_weights
+def test_open_weights_reads_the_pth_and_recognises_its_variant():
+    config, state, optimizer_state, training = open_weights(weights_path("lite0"))
+    assert config == config_for_variant("lite0") and optimizer_state == {} and training is None
+    assert all(np.array_equal(state[k], v) for k, v in load_pretrained("lite0").state_dict().items())
 
 
 @needs_weights

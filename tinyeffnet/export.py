@@ -59,8 +59,8 @@ def pytorch_call(config):
 
 def pytorch_snippet(config, path):
     """Python that builds the same network in PyTorch and loads the file ``path`` into it, or None."""
-    snippet = pytorch_snippet(config, args.out)
-    if snippet is None:
+    call = pytorch_call(config)
+    if call is None:
         return None
     package, _ = pytorch_family(config)
     return "\n".join(["import safetensors.torch",

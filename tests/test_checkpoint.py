@@ -4,6 +4,7 @@ import errno
 import io
 import json
 import os
+import pickle
 import signal
 import stat
 import subprocess
@@ -16,10 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tinyeffnet.checkpoint as ckpt
-from tinyeffnet.checkpoint import atomic_write, config_from_dict, load_checkpoint, save_checkpoint
+from tinyeffnet.checkpoint import config_from_dict, load_checkpoint, save_checkpoint
 from tinyeffnet.errors import TinyEffNetError
+from tinyeffnet.files import atomic_write
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.scaling import ModelConfig
+from tinyeffnet.weights import open_weights
 
 CONFIG = ModelConfig(name="tiny", width=0.25, depth=0.1, resolution=16, dropout=0.0, num_classes=3)
 
@@ -52,7 +55,7 @@ def test_sigkill_while_writing_leaves_the_previous_checkpoint(tmp_path):
     before = path.read_bytes()
     child = textwrap.dedent(f"""
         import sys, time
-        from tinyeffnet.checkpoint import atomic_write
+        from tinyeffnet.files import atomic_write
         def slow(f):
             f.write(b"half a checkpoint")
             f.flush()
@@ -85,7 +88,7 @@ def test_another_architecture_names_the_first_mismatching_tensor(tmp_path):
     save_checkpoint(path, EfficientNet(CONFIG))
     _, state, _, _ = load_checkpoint(path)
     with pytest.raises(TinyEffNetError, match="'stem.weight' has shape"):
-        ckpt.load_into(EfficientNet(ModelConfig(**{**CONFIG.to_dict(), "width": 0.5})), state, path)
+        EfficientNet(ModelConfig(**{**CONFIG.to_dict(), "width": 0.5})).load_state_dict(state, path)
 
 
 @settings(max_examples=60)
@@ -100,7 +103,7 @@ def test_mutated_checkpoints_load_or_raise_our_error(tmp_path_factory, checkpoin
     path.write_bytes(bytes(raw[:cut]) if data.draw(st.booleans()) else bytes(raw))
     try:
         config, state, _, _ = load_checkpoint(path)
-        ckpt.load_into(EfficientNet(config), state, path)
+        EfficientNet(config).load_state_dict(state, path)
     except TinyEffNetError:
         pass
 
@@ -128,11 +131,11 @@ def test_config_json_is_validated(value):
 
 
 def test_a_safetensors_name_is_read_as_safetensors(tmp_path, checkpoint_bytes):
-    """``load_checkpoint`` goes by the suffix: an .npz archive renamed .safetensors is refused as safetensors."""
+    """``open_weights`` goes by the suffix: an .npz archive renamed .safetensors is refused as safetensors."""
     path = tmp_path / "m.safetensors"
     path.write_bytes(checkpoint_bytes)
     with pytest.raises(TinyEffNetError, match="safetensors"):
-        ckpt.load_model(path)
+        open_weights(path)
 
 
 def test_atomic_write_gives_the_file_the_mode_open_would(tmp_path):
@@ -142,3 +145,42 @@ def test_atomic_write_gives_the_file_the_mode_open_would(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o644
+
+
+def test_a_config_saved_before_families_existed_loads_as_efficientnet():
+    old = {k: v for k, v in CONFIG.to_dict().items() if k != "family"}
+    assert config_from_dict(old, "old.npz") == CONFIG and CONFIG.family == "efficientnet"
+    with pytest.raises(TinyEffNetError, match="malformed architecture config"):
+        config_from_dict({**old, "family": "resnet"}, "other.npz")
+
+
+def no_checkpoint(kind, checkpoint_bytes):
+    """The bytes of a file named .npz that is not a tinyeffnet checkpoint."""
+    if kind == "text":
+        return b"epoch 1: loss 2.30\nepoch 2: loss 1.95\n"
+    if kind == "random bytes":
+        return np.random.default_rng(0).bytes(4096)
+    if kind == "pickle":
+        return pickle.dumps({"weights": [1.0, 2.0]})
+    if kind == "zip of pickled arrays":
+        buffer = io.BytesIO()
+        np.savez(buffer, weights=np.array([{"w": 1.0}], dtype=object))
+        return buffer.getvalue()
+    return checkpoint_bytes[: len(checkpoint_bytes) // 2]          # a truncated zip
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+@pytest.mark.parametrize("kind", ["text", "random bytes", "pickle", "zip of pickled arrays", "truncated zip"])
+def test_a_file_that_is_no_checkpoint_gets_one_line_saying_what_is_expected(tmp_path, checkpoint_bytes, kind,
+                                                                           command):
+    """Never NumPy's own refusal, which advises loading the file as a pickle (``allow_pickle=True``)."""
+    path = tmp_path / "m.npz"
+    path.write_bytes(no_checkpoint(kind, checkpoint_bytes))
+    argv = [path] if command == "evaluate" else [tmp_path / "cat.png", "--checkpoint", path]
+    result = subprocess.run([sys.executable, "-m", f"tinyeffnet.{command}", *map(str, argv)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2 and result.stdout == ""
+    message = result.stderr.replace(str(path), "PATH")
+    assert message.startswith("error: PATH is not a readable tinyeffnet checkpoint") and message.count("\n") == 1
+    assert "expected a tinyeffnet .npz checkpoint, a .safetensors export or a run folder" in message
+    assert "pickle" not in message.lower(), message

@@ -13,14 +13,17 @@ from PIL import Image
 from reference_weights import REFERENCE_RESOLUTION, REFERENCE_STEP, formula_input, formula_state, read_table
 from weights_installed import WITH_WEIGHTS
 
-import tinyeffnet.checkpoint as ckpt
+import tinyeffnet.files as files
 import tinyeffnet.pretrained as pretrained
-from tinyeffnet.checkpoint import load_checkpoint, save_checkpoint
+import tinyeffnet.torch_names as torch_names
+from tinyeffnet.checkpoint import save_checkpoint
 from tinyeffnet.errors import TinyEffNetError
-from tinyeffnet.export import pytorch_call, read_model, read_safetensors, save_safetensors, signature
+from tinyeffnet.export import pytorch_call, pytorch_snippet
 from tinyeffnet.model import EfficientNet
-from tinyeffnet.pretrained import Layout, load_torch_state, to_torch_state
+from tinyeffnet.safetensors_file import file_signature, read_model, read_safetensors, save_safetensors, signature
 from tinyeffnet.scaling import VARIANTS, ModelConfig, config_for_variant
+from tinyeffnet.torch_names import Layout, load_torch_state, to_torch_state
+from tinyeffnet.weights import open_weights
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
@@ -77,8 +80,8 @@ def test_logits_match_pytorch(variant):
 
 
 def test_a_wrong_layout_would_be_caught(monkeypatch):
-    transposed = Layout(pretrained.DEPTHWISE.to_torch, lambda w: pretrained.DEPTHWISE.to_ours(w).transpose(1, 0, 2))
-    monkeypatch.setitem(pretrained.BLOCK_LAYERS, "depthwise", ("_depthwise_conv", transposed))
+    transposed = Layout(torch_names.DEPTHWISE.to_torch, lambda w: torch_names.DEPTHWISE.to_ours(w).transpose(1, 0, 2))
+    monkeypatch.setitem(torch_names.BLOCK_LAYERS, "depthwise", ("_depthwise_conv", transposed))
     expected = reference_logits("b0")
     assert not np.allclose(formula_logits("b0"), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
@@ -109,7 +112,7 @@ def test_round_trip_is_exact(config, tmp_path):
     model = trained_like(config)
     path = tmp_path / "m.safetensors"
     save_safetensors(path, model)
-    loaded_config, state, optimizer_state, _ = load_checkpoint(path)
+    loaded_config, state, optimizer_state, _ = open_weights(path)
     assert loaded_config == config and optimizer_state == {}
     own = model.state_dict()
     assert state.keys() == own.keys()
@@ -122,7 +125,7 @@ def test_a_file_saved_from_pytorch_is_recognised_by_its_shapes(tmp_path):
     model = trained_like(config_for_variant("lite0", num_classes=7))
     path = tmp_path / "from_torch.safetensors"
     path.write_bytes(safetensors_numpy.save(to_torch_state(model.state_dict())))
-    config, state, _, training = load_checkpoint(path)
+    config, state, _, training = open_weights(path)
     assert config == config_for_variant("lite0", num_classes=7) and training is None
     assert all(np.array_equal(state[k], v) for k, v in model.state_dict().items())
 
@@ -142,6 +145,25 @@ def test_pytorch_call_names_the_reference_constructor():
     assert pytorch_call(config_for_variant("b0", stem_stride=1)) is None
 
 
+@pytest.mark.parametrize("variant, package", [("b0", "efficientnet_pytorch"), ("lite0", "efficientnet_lite_pytorch")])
+def test_pytorch_snippet_is_python_that_builds_and_loads_the_model(variant, package):
+    snippet = pytorch_snippet(config_for_variant(variant, num_classes=10), "out/m.safetensors")
+    compile(snippet, "snippet", "exec")
+    lines = snippet.splitlines()
+    assert lines[:2] == ["import safetensors.torch", f"import {package}"]
+    assert f"model = {package}.EfficientNet.from_name('efficientnet-{variant}', image_size=224, num_classes=10)" in lines
+    assert lines[-2:] == ["model.load_state_dict(safetensors.torch.load_file('out/m.safetensors'), strict=True)",
+                          "model.eval()"]
+    assert pytorch_snippet(config_for_variant(variant, stem_stride=1), "m.safetensors") is None
+
+
+def test_the_file_signature_does_not_need_a_depthwise_convolution():
+    """Blocks are counted by their index, so a block type without one (Fused-MBConv) counts too."""
+    tensors = to_torch_state(EfficientNet(TINY).state_dict())
+    without = {name: value for name, value in tensors.items() if "_depthwise_conv" not in name}
+    assert file_signature(without) == file_signature(tensors) == signature(TINY)
+
+
 # --- the command ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def run_checkpoint(tmp_path_factory):
@@ -153,11 +175,13 @@ def run_checkpoint(tmp_path_factory):
     result = run("tinyeffnet.export", "--checkpoint", folder, folder / "m.safetensors")
     assert result.returncode == 0, result.stderr
     assert "efficientnet_pytorch.EfficientNet.from_name('efficientnet-b0', width_coefficient=0.25" in result.stdout
+    snippet = result.stdout.split("in PyTorch:\n", 1)[1]
+    assert snippet.rstrip("\n") == pytorch_snippet(TINY, str(folder / "m.safetensors"))
     return folder
 
 
 def test_export_carries_what_predict_and_evaluate_need(run_checkpoint):
-    _, _, _, training = load_checkpoint(run_checkpoint / "m.safetensors")
+    _, _, _, training = open_weights(run_checkpoint / "m.safetensors")
     assert set(training) == {"args", "classes", "preprocess"}        # not the resume state (epoch, …)
 
 
@@ -208,7 +232,7 @@ def test_truncated_file_is_a_clear_error(exported_bytes, tmp_path, cut):
     path = tmp_path / "cut.safetensors"
     path.write_bytes(exported_bytes[:cut])
     with pytest.raises(TinyEffNetError, match="not a readable safetensors file.*truncated"):
-        load_checkpoint(path)
+        open_weights(path)
 
 
 def test_garbage_through_the_command_line_exits_2(tmp_path):
@@ -236,7 +260,7 @@ def test_unknown_architecture_without_metadata_asks_for_the_variant(tmp_path):
     path = tmp_path / "no_meta.safetensors"
     path.write_bytes(safetensors_numpy.save(to_torch_state(EfficientNet(TINY).state_dict())))
     with pytest.raises(TinyEffNetError, match="are no official variant's.*--variant NAME"):
-        load_checkpoint(path)
+        open_weights(path)
 
 
 def test_metadata_that_contradicts_the_tensors_is_refused_before_building(tmp_path):
@@ -246,7 +270,7 @@ def test_metadata_that_contradicts_the_tensors_is_refused_before_building(tmp_pa
     path.write_bytes(safetensors_numpy.save(to_torch_state(EfficientNet(TINY).state_dict()),
                                             metadata={"tinyeffnet": json.dumps(meta)}))
     with pytest.raises(TinyEffNetError, match="inconsistent: its metadata describes tiny"):
-        load_checkpoint(path)
+        open_weights(path)
 
 
 def test_newer_format_version_is_refused(tmp_path):
@@ -255,7 +279,7 @@ def test_newer_format_version_is_refused(tmp_path):
     path.write_bytes(safetensors_numpy.save(to_torch_state(EfficientNet(TINY).state_dict()),
                                             metadata={"tinyeffnet": json.dumps(meta)}))
     with pytest.raises(TinyEffNetError, match="newer than this tinyeffnet reads"):
-        load_checkpoint(path)
+        open_weights(path)
 
 
 def test_out_must_be_a_safetensors_file(run_checkpoint, tmp_path):
@@ -272,7 +296,7 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     def full_disk(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ckpt.os, "fsync", full_disk)
+    monkeypatch.setattr(files.os, "fsync", full_disk)
     with pytest.raises(TinyEffNetError, match="No space left on device"):
         save_safetensors(tmp_path / "m.safetensors", EfficientNet(TINY))
     assert list(tmp_path.iterdir()) == []

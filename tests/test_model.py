@@ -15,9 +15,12 @@ from gradcheck import numerical_gradient
 from tinyeffnet.checkpoint import load_checkpoint, load_model, save_checkpoint
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.kernels.loss import cross_entropy_backward, cross_entropy_forward
+import tinyeffnet.model as model_module
+import tinyeffnet.scaling as scaling
+from tinyeffnet.mbconv import MBConv
 from tinyeffnet.model import EfficientNet
-from tinyeffnet.scaling import (ModelConfig, compound_coefficients, config_for_phi, config_for_variant,
-                                round_filters, round_repeats)
+from tinyeffnet.scaling import (B0_STAGES, Family, ModelConfig, compound_coefficients, config_for_phi,
+                                config_for_variant, round_filters, round_repeats)
 from tinyeffnet.summary import summarize
 
 # Trainable parameters of the reference EfficientNet-PyTorch / TF models (running statistics excluded).
@@ -69,6 +72,29 @@ def test_compound_scaling_rule():
     assert config_for_phi(0).stages() == config_for_variant("b0", num_classes=10, resolution=32).stages()
     with pytest.raises(ValueError, match="φ"):
         compound_coefficients(-1)
+
+
+def test_every_stage_names_a_registered_block_type():
+    for name in scaling.VARIANTS:
+        assert {s.block for s in config_for_variant(name).stages()} <= set(model_module.BLOCKS)
+
+
+def test_the_stage_table_chooses_the_block_class_and_the_family_the_widths(monkeypatch):
+    """A new block type is a class with ``from_stage`` in ``model.BLOCKS`` and rows that name it; a new family
+    is a table whose first input is the stem's width, with its own head width."""
+    class Tagged(MBConv):
+        pass
+
+    monkeypatch.setitem(model_module.BLOCKS, "tagged", Tagged)
+    table = (replace(B0_STAGES[0], in_channels=16), replace(B0_STAGES[1], block="tagged"), *B0_STAGES[2:])
+    monkeypatch.setitem(scaling.FAMILIES, "tagged", Family(table, head_channels=64))
+    config = ModelConfig(name="t", width=1.0, depth=1.0, resolution=16, dropout=0.0, num_classes=3, family="tagged")
+    net = EfficientNet(config)
+    repeats = [s.repeats for s in B0_STAGES]
+    assert [type(b) for b in net.blocks] == [MBConv] * repeats[0] + [Tagged] * repeats[1] + [MBConv] * sum(repeats[2:])
+    state = net.state_dict()
+    assert state["stem.weight"].shape == (3, 3, 3, 16) and state["head.weight"].shape == (320, 64)
+    assert net.forward(np.zeros((1, 16, 16, 3), np.float32)).shape == (1, 3)
 
 
 def test_cifar_adaptation_shapes():
@@ -164,7 +190,7 @@ def test_loading_another_architecture_names_the_first_mismatch(tmp_path):
     save_checkpoint(path, EfficientNet(tiny_config()))
     _, state, _, _ = load_checkpoint(path)
     other = EfficientNet(tiny_config(width=0.5))
-    with pytest.raises(ValueError, match="'stem.weight' has shape"):
+    with pytest.raises(TinyEffNetError, match="'stem.weight' has shape"):
         other.load_state_dict(state)
 
 

@@ -12,11 +12,14 @@ import pytest
 from weights_installed import WITH_WEIGHTS
 
 import tinyeffnet.pretrained as pretrained
+import tinyeffnet.torch_names as torch_names
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.pretrained import (MAGIC_NUMBER, PROTOCOL_VERSION, imagenet_classes, load_legacy_torch, load_pretrained,
-                                   load_torch_state, to_torch_state, weights_path)
+                                   weights_path)
 from tinyeffnet.scaling import config_for_variant
+from tinyeffnet.torch_names import load_torch_state, to_torch_state
+from tinyeffnet.weights import open_weights
 
 PARAMETERS = {"lite0": 4_652_008, "lite1": 5_416_680, "lite2": 6_092_072}
 MILITARY_UNIFORM = 652
@@ -115,9 +118,9 @@ def test_refuses_other_formats(tmp_path):
 
 
 def test_name_and_layout_map():
-    assert pretrained.counterpart("blocks.4.depthwise_bn.gamma") == ("_blocks.4._bn1.weight", pretrained.AS_IS)
-    assert pretrained.counterpart("blocks.4.se.reduce.bias") == ("_blocks.4._se_reduce.bias", pretrained.AS_IS)
-    assert pretrained.counterpart("head_bn.num_batches_tracked")[0] == "_bn1.num_batches_tracked"
+    assert torch_names.counterpart("blocks.4.depthwise_bn.gamma") == ("_blocks.4._bn1.weight", torch_names.AS_IS)
+    assert torch_names.counterpart("blocks.4.se.reduce.bias") == ("_blocks.4._se_reduce.bias", torch_names.AS_IS)
+    assert torch_names.counterpart("head_bn.num_batches_tracked")[0] == "_bn1.num_batches_tracked"
     ours = {"stem.weight": (3, 3, 3, 32), "blocks.4.depthwise.weight": (5, 5, 8),
             "blocks.4.expand.weight": (2, 8), "blocks.4.se.expand.weight": (2, 8), "classifier.weight": (4, 10)}
     theirs = {"_conv_stem.weight": (32, 3, 3, 3), "_blocks.4._depthwise_conv.weight": (8, 1, 5, 5),
@@ -130,7 +133,7 @@ def test_name_and_layout_map():
     np.testing.assert_array_equal(exported["_blocks.4._depthwise_conv.weight"][3, 0],   # channel 3's k×k kernel
                                   state["blocks.4.depthwise.weight"][:, :, 3])
     for name, value in state.items():                                                 # to_ours undoes to_torch
-        torch_name, layout = pretrained.counterpart(name)
+        torch_name, layout = torch_names.counterpart(name)
         np.testing.assert_array_equal(layout.to_ours(exported[torch_name]), value)
 
 
@@ -181,6 +184,13 @@ def test_every_tensor_in_the_file_has_a_place_of_the_right_shape(name):
     exported = to_torch_state(model.state_dict())
     assert {k: v.shape for k, v in in_file.items()} == {k: v.shape for k, v in exported.items()}
     assert all(np.array_equal(in_file[k], exported[k]) for k in in_file)       # read, then written back: the same
+
+
+@pytest.mark.parametrize("name", WITH_WEIGHTS)
+def test_open_weights_reads_the_pth_and_recognises_its_variant(name):
+    config, state, optimizer_state, training = open_weights(weights_path(name))
+    assert config == config_for_variant(name) and optimizer_state == {} and training is None
+    assert all(np.array_equal(state[k], v) for k, v in load_pretrained(name).state_dict().items())
 
 
 @pytest.mark.parametrize("name", WITH_WEIGHTS)

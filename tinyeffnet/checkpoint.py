@@ -8,66 +8,32 @@ Layout of the archive (read with ``allow_pickle=False``: nothing in it can run c
     model/<name>        one array per parameter or buffer, by the model's dotted names
     optimizer/<name>    the optimiser's arrays (momentum buffers), when saved from training
 
-Writes are atomic: the archive goes to a temporary file in the same folder, is flushed and fsynced,
-then renamed over the old one, so a crash or a full disk never leaves a half-written checkpoint.
+Writes are atomic (``files.atomic_write``), so a crash or a full disk never leaves a half-written checkpoint.
 
-A ``.safetensors`` file (EfficientNet-PyTorch's names and layouts, ``tinyeffnet.export``) loads too:
-``load_checkpoint`` tells the two apart by the file name's suffix.
+This module reads ``.npz`` checkpoints only; ``tinyeffnet.weights.open_weights`` opens any weights file
+(this, a ``.safetensors`` export or a legacy PyTorch ``.pth``) by its name.
 """
 
 import json
 import math
 import os
-import tempfile
 import zipfile
 from dataclasses import fields
 
 import numpy as np
 
 from tinyeffnet.errors import TinyEffNetError
+from tinyeffnet.files import atomic_write, check_header
 from tinyeffnet.layers import ACTIVATIONS
 from tinyeffnet.model import EfficientNet
-from tinyeffnet.scaling import ModelConfig
+from tinyeffnet.scaling import FAMILIES, ModelConfig
 
 FORMAT = "tinyeffnet-checkpoint"
 VERSION = 1
 META = "__meta__"
 SAFETENSORS_SUFFIX = ".safetensors"
-FILE_MODE = 0o666                                   # before the umask, as open() would create the file
-
-
-def current_umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path, write):
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it and rename it to ``path``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
-    try:
-        os.fchmod(fd, FILE_MODE & ~current_umask())     # mkstemp makes it owner-only; give it a normal file's mode
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise TinyEffNetError(f"could not write {path}: {e.strerror or e}; the previous file, if any, is intact. "
-                              "Free some disk space or choose another --out folder.") from e
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+ZIP_MAGIC = b"PK\x03\x04"                           # the first bytes of a zip archive, as np.load checks
+EXPECTED = f"expected a tinyeffnet .npz checkpoint, a {SAFETENSORS_SUFFIX} export or a run folder"
 
 
 def save_checkpoint(path, model, optimizer=None, training=None):
@@ -84,32 +50,37 @@ def checkpoint_path(path):
     return os.path.join(path, "best.npz") if os.path.isdir(path) else path
 
 
-def check_header(meta, path, format_name, newest):
-    """Refuse file metadata ``meta`` that is not of ``format_name`` or is newer than version ``newest``."""
-    if not isinstance(meta, dict) or meta.get("format") != format_name:
-        raise TinyEffNetError(f"{path} is not a tinyeffnet file of this kind (no '{format_name}' header)")
-    version = meta.get("version")
-    if not isinstance(version, int) or version > newest:
-        raise TinyEffNetError(f"{path} has {format_name} format version {version!r}, newer than this tinyeffnet "
-                              f"reads (up to {newest}); upgrade tinyeffnet to load it")
-
-
-def load_checkpoint(path):
-    """Read a checkpoint: ``(config, model_state, optimizer_state, training)``; any problem is a TinyEffNetError."""
-    path = os.fspath(path)
+def require_file(path):
+    """Refuse a ``path`` that is not a file, saying what to give instead."""
     if not os.path.isfile(path):
         raise TinyEffNetError(f"checkpoint {path} does not exist (give a .npz or {SAFETENSORS_SUFFIX} file or a "
                               "run folder)")
-    if path.endswith(SAFETENSORS_SUFFIX):
-        from tinyeffnet.export import load_safetensors   # export builds on this module: imported when needed
-        return load_safetensors(path)
+
+
+def load_checkpoint(path):
+    """Read a ``.npz`` checkpoint: ``(config, model_state, optimizer_state, training)``; any problem is a
+    TinyEffNetError.
+
+    The file must start as a zip archive before NumPy sees it: ``np.load`` reads anything else as a
+    pickle (or a lone ``.npy`` array), and its refusal would advise loading the pickle."""
+    path = os.fspath(path)
+    require_file(path)
+    try:
+        with open(path, "rb") as f:
+            is_zip = f.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+    except OSError as e:
+        raise TinyEffNetError(f"cannot read {path}: {e.strerror or e}") from e
+    if not is_zip:
+        raise TinyEffNetError(f"{path} is not a readable tinyeffnet checkpoint: it is not a zip archive (.npz); "
+                              f"{EXPECTED}")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
         meta = json.loads(arrays.pop(META).tobytes().decode())
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, AttributeError) as e:
-        raise TinyEffNetError(f"{path} is not a readable tinyeffnet checkpoint ({type(e).__name__}: {e}); "
-                              "it may be truncated or from another program") from e
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+        raise TinyEffNetError(f"{path} is not a readable tinyeffnet checkpoint: a zip archive, but not of "
+                              f"tinyeffnet's plain arrays and header (truncated, damaged or from another program); "
+                              f"{EXPECTED}") from e
     check_header(meta, path, FORMAT, VERSION)
     config = config_from_dict(meta.get("config"), path)
     model_state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
@@ -139,24 +110,17 @@ def config_from_dict(d, source):
     try:
         config = ModelConfig(**d)
         if config.width <= 0 or config.depth <= 0 or config.resolution < 1 or config.num_classes < 1 \
-                or config.stem_stride not in (1, 2) or config.activation not in ACTIVATIONS:
+                or config.stem_stride not in (1, 2) or config.activation not in ACTIVATIONS \
+                or config.family not in FAMILIES:
             raise ValueError("out of range")
     except (TypeError, ValueError) as e:
         raise bad(str(e)) from e
     return config
 
 
-def load_into(model, state, source):
-    """Load a state dict into ``model``; a mismatch names the first differing tensor."""
-    try:
-        model.load_state_dict(state)
-    except ValueError as e:
-        raise TinyEffNetError(f"{source} does not fit this model: {e}") from e
-
-
 def load_model(path, dtype=np.float32):
-    """Build the model a checkpoint describes and load its weights."""
+    """Build the model a ``.npz`` checkpoint describes and load its weights."""
     config, state, _, _ = load_checkpoint(path)
     model = EfficientNet(config, dtype=dtype)
-    load_into(model, state, path)
+    model.load_state_dict(state, path)
     return model

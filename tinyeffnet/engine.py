@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tinyeffnet import data as datasets
-from tinyeffnet.checkpoint import atomic_write, save_checkpoint
+from tinyeffnet.checkpoint import save_checkpoint
 from tinyeffnet.errors import TinyEffNetError
+from tinyeffnet.files import atomic_write
 from tinyeffnet.kernels.loss import cross_entropy_forward
 from tinyeffnet.layers import recalibrate_batchnorm
 from tinyeffnet.optim import SGD, clip_grad_norm, learning_rate

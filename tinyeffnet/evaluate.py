@@ -9,12 +9,13 @@ import sys
 import numpy as np
 
 from tinyeffnet import data as datasets
-from tinyeffnet.checkpoint import checkpoint_path, load_checkpoint, load_into
+from tinyeffnet.checkpoint import checkpoint_path
 from tinyeffnet.cli import run_cli
 from tinyeffnet.engine import evaluate
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.plots import plot_confusion
+from tinyeffnet.weights import open_weights
 
 
 def confusion_matrix(labels, predictions, num_classes):
@@ -31,12 +32,12 @@ def main(argv=None):
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     path = checkpoint_path(args.checkpoint)
-    config, state, _, training = load_checkpoint(path)
+    config, state, _, training = open_weights(path)
     if not training or "preprocess" not in training:
         raise TinyEffNetError(f"{path} has no record of its dataset and preprocessing; evaluate a checkpoint "
                               "written by tinyeffnet.train")
     model = EfficientNet(config)
-    load_into(model, state, path)
+    model.load_state_dict(state, path)
     run_args = training["args"]
     ds = datasets.load_dataset(run_args["dataset"], args.data_dir or run_args.get("data_dir"))
     test_x = datasets.resize_images(ds.test_images, config.resolution)

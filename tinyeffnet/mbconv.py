@@ -38,6 +38,12 @@ class MBConv(Layer):
         self.has_skip = stride == 1 and in_channels == out_channels
         self.drop_rate, self.noise_rng = drop_rate, noise_rng
 
+    @classmethod
+    def from_stage(cls, stage, in_channels, out_channels, stride, drop_rate, config, rng, noise_rng, dtype):
+        """One block of a stage row (``scaling.Stage``): the row gives the kernel, expansion and SE ratio."""
+        return cls(in_channels, out_channels, stage.kernel, stride, stage.expand, stage.se_ratio, drop_rate,
+                   config, rng, noise_rng, dtype)
+
     def branch_layers(self):
         """The residual branch's layers in forward order."""
         names = ("expand", "expand_bn", "depthwise", "depthwise_bn", "se", "project", "project_bn")

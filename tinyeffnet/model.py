@@ -1,23 +1,29 @@
-"""EfficientNet: stem → MBConv stages → head → pool → dropout → classifier, built from a ``ModelConfig``.
+"""EfficientNet: stem → stages of blocks → head → pool → dropout → classifier, built from a ``ModelConfig``.
 
     stem     3×3 conv, stride 2 (1 with the CIFAR adaptation) → BN + act       (N, R/2, R/2, 32·w)
-    stages   the seven rows of ``scaling.B0_STAGES``, scaled by width and depth
+    stages   the rows of the family's table (``scaling.B0_STAGES``), scaled by width and depth
     head     1×1 conv → BN + act                                               (N, ·, ·, 1280·w)
     pool     global average                                                    (N, 1280·w)
     dropout  at the variant's rate, then a linear classifier                   (N, num_classes)
 
 The drop-connect rate of block i (of n) is ``drop_connect · i / n``: 0 for the first block, growing
 linearly towards the model's rate.
+
+Each stage row names its block type; ``BLOCKS`` maps the name to the class, which builds one block from
+the row with ``from_stage(stage, in_channels, out_channels, stride, drop_rate, config, rng, noise_rng,
+dtype)``. A new block type is a new file with such a class, one entry here and rows that name it.
 """
 
 import numpy as np
 
 from tinyeffnet.backend import backend_of
+from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.layers import BatchNorm, Conv2d, Dropout, GlobalAvgPool, Layer, Linear, PointwiseConv2d
 from tinyeffnet.mbconv import MBConv
 
 IMAGE_CHANNELS = 3
 STEM_KERNEL = 3
+BLOCKS = {"mbconv": MBConv}    # Stage.block → the block class
 
 
 class EfficientNet(Layer):
@@ -35,10 +41,9 @@ class EfficientNet(Layer):
         plan = [(s, i) for s in config.stages() for i in range(s.repeats)]
         self.blocks = []
         for index, (stage, i) in enumerate(plan):
-            self.blocks.append(MBConv(
-                in_channels=stage.in_channels if i == 0 else stage.out_channels,
-                out_channels=stage.out_channels, kernel=stage.kernel,
-                stride=stage.stride if i == 0 else 1, expand=stage.expand, se_ratio=stage.se_ratio,
+            self.blocks.append(BLOCKS[stage.block].from_stage(
+                stage, in_channels=stage.in_channels if i == 0 else stage.out_channels,
+                out_channels=stage.out_channels, stride=stage.stride if i == 0 else 1,
                 drop_rate=config.drop_connect * index / len(plan),
                 config=config, rng=rng, noise_rng=self.noise_rng, dtype=dtype))
 
@@ -82,18 +87,21 @@ class EfficientNet(Layer):
         state = {**self.named_parameters(), **self.named_buffers()}
         return {name: backend_of(a).to_host(a) for name, a in state.items()}
 
-    def load_state_dict(self, state):
-        """Copy ``state`` (host arrays) into the model, on its device; every name and shape must match (else
-        ValueError naming the first)."""
+    def load_state_dict(self, state, source=None):
+        """Copy ``state`` (host arrays) into the model, on its device; every name and shape must match, else
+        a TinyEffNetError names the first that does not (and ``source``, the file the weights came from)."""
+        def mismatch(why):
+            return TinyEffNetError(f"{source} does not fit this model: {why}" if source is not None else why)
+
         own = {**self.named_parameters(), **self.named_buffers()}
         for name, value in own.items():
             if name not in state:
-                raise ValueError(f"tensor {name!r} is missing from the weights (is it for another architecture?)")
+                raise mismatch(f"tensor {name!r} is missing from the weights (is it for another architecture?)")
             if np.shape(state[name]) != value.shape:
-                raise ValueError(f"tensor {name!r} has shape {np.shape(state[name])} in the weights but "
-                                 f"{value.shape} in this model ({self.config.name}): another architecture?")
+                raise mismatch(f"tensor {name!r} has shape {np.shape(state[name])} in the weights but "
+                               f"{value.shape} in this model ({self.config.name}): another architecture?")
         extra = sorted(set(state) - set(own))
         if extra:
-            raise ValueError(f"the weights hold tensor {extra[0]!r} that this model ({self.config.name}) does not have")
+            raise mismatch(f"the weights hold tensor {extra[0]!r} that this model ({self.config.name}) does not have")
         for name, value in own.items():
             backend_of(value).copy_into(value, state[name])

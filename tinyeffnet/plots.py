@@ -10,7 +10,7 @@ import io
 
 import numpy as np
 
-from tinyeffnet.checkpoint import atomic_write
+from tinyeffnet.files import atomic_write
 
 
 def new_figure(rows=1, columns=1, **figure_options):

@@ -12,12 +12,13 @@ import sys
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from tinyeffnet.checkpoint import checkpoint_path, load_checkpoint, load_into
+from tinyeffnet.checkpoint import checkpoint_path
 from tinyeffnet.cli import run_cli
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.data import normalize
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.pretrained import AVAILABLE, PREPROCESS, imagenet_classes, load_pretrained
+from tinyeffnet.weights import open_weights
 
 TOP_K = 5
 
@@ -44,11 +45,11 @@ def softmax(logits):
 
 def load_trained(path):
     """A checkpoint → (model in eval mode, its preprocessing {mean, std}, its class names)."""
-    config, state, _, training = load_checkpoint(path)
+    config, state, _, training = open_weights(path)
     if not training or "preprocess" not in training:
         raise TinyEffNetError(f"{path} has no record of its preprocessing and class names")
     model = EfficientNet(config)
-    load_into(model, state, path)
+    model.load_state_dict(state, path)
     return model.eval(), training["preprocess"], training["classes"]
 
 

@@ -32,13 +32,8 @@ each with a harmless local stand-in (no torch is imported); any other name is re
 ``TinyEffNetError`` that names it. ``_rebuild_tensor_v2`` only records where a tensor lies; the arrays
 are cut out of the storages with NumPy after every offset and stride is checked to fall inside them.
 
-Names and layouts
------------------
-EfficientNet-PyTorch (``efficientnet-pytorch`` for B0–B7, ``efficientnet-lite-pytorch`` for Lite0–4) calls
-the tensors ``_blocks.3._bn1.weight`` where tinyeffnet says ``blocks.3.depthwise_bn.gamma``, and stores
-convolutions channels-first ("OIHW") where tinyeffnet's NHWC kernels want them channels-last. One table
-(``TOP_LAYERS``, ``BLOCK_LAYERS``) pairs each layer with its counterpart and its ``Layout``, and serves
-both directions: reading these weights, and ``tinyeffnet.export`` writing PyTorch-loadable files.
+The tensors carry EfficientNet-PyTorch's names and layouts; ``tinyeffnet.torch_names`` maps them to
+tinyeffnet's.
 
 Preprocessing for the ImageNet models
 -------------------------------------
@@ -54,17 +49,16 @@ import importlib.util
 import io
 import math
 import pickle
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from tinyeffnet.checkpoint import load_into
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.scaling import VARIANTS, config_for_variant
+from tinyeffnet.torch_names import load_torch_state
 
 
 @dataclass(frozen=True)
@@ -218,93 +212,6 @@ def load_legacy_torch(path):
     except Exception as e:  # whatever the bytes made the unpickler do, the file is not what we expect
         raise TinyEffNetError(f"{path} is not a readable legacy PyTorch weights file "
                               f"({type(e).__name__}: {e}); it may be truncated or of another format") from None
-
-
-# --- EfficientNet-PyTorch names and layouts ↔ tinyeffnet's (one table, both directions) ----------------
-def as_is(w):
-    return w
-
-
-@dataclass(frozen=True)
-class Layout:
-    """How one kind of layer keeps its tensors here and in EfficientNet-PyTorch.
-
-    ``to_torch`` reshapes tinyeffnet's ``weight`` into PyTorch's layout and ``to_ours`` undoes it (biases
-    and batch-norm vectors are laid out alike); ``torch_params`` renames the parameters PyTorch calls
-    otherwise."""
-    to_torch: Callable = as_is
-    to_ours: Callable = as_is
-    torch_params: dict = field(default_factory=dict)
-
-
-AS_IS = Layout()
-CONV = Layout(lambda w: w.transpose(3, 2, 0, 1),               # (k, k, C_in, C_out) ↔ (C_out, C_in, k, k) "OIHW"
-              lambda w: w.transpose(2, 3, 1, 0))
-DEPTHWISE = Layout(lambda w: w.transpose(2, 0, 1)[:, None],    # (k, k, C) ↔ (C, 1, k, k): groups = C
-                   lambda w: w[:, 0].transpose(1, 2, 0))
-POINTWISE = Layout(lambda w: w.T[:, :, None, None],            # (C_in, C_out) ↔ 1×1 conv (C_out, C_in, 1, 1)
-                   lambda w: w[:, :, 0, 0].T)
-LINEAR = Layout(np.transpose, np.transpose)                    # (in, out) ↔ (out, in)
-BATCHNORM = Layout(torch_params={"gamma": "weight", "beta": "bias"})   # all (C,); running_mean, running_var
-                                                                       # and num_batches_tracked keep their names
-# tinyeffnet layer → (EfficientNet-PyTorch module, layout); blocks are ``blocks.i.…`` here, ``_blocks.i.…`` there
-TOP_LAYERS = {"stem": ("_conv_stem", CONV), "stem_bn": ("_bn0", BATCHNORM),
-              "head": ("_conv_head", POINTWISE), "head_bn": ("_bn1", BATCHNORM), "classifier": ("_fc", LINEAR)}
-BLOCK_LAYERS = {"expand": ("_expand_conv", POINTWISE), "expand_bn": ("_bn0", BATCHNORM),
-                "depthwise": ("_depthwise_conv", DEPTHWISE), "depthwise_bn": ("_bn1", BATCHNORM),
-                "se.reduce": ("_se_reduce", POINTWISE), "se.expand": ("_se_expand", POINTWISE),
-                "project": ("_project_conv", POINTWISE), "project_bn": ("_bn2", BATCHNORM)}
-BLOCKS = "blocks"
-
-
-def counterpart(name):
-    """tinyeffnet's tensor ``name`` → (EfficientNet-PyTorch's name for it, the ``Layout`` of that tensor).
-
-    ``blocks.3.depthwise.weight`` → ``_blocks.3._depthwise_conv.weight``, DEPTHWISE;
-    ``blocks.3.depthwise_bn.gamma`` → ``_blocks.3._bn1.weight``, AS_IS."""
-    layer, _, param = name.rpartition(".")
-    prefix, table = "", TOP_LAYERS
-    if layer.startswith(BLOCKS + "."):
-        _, index, layer = layer.split(".", 2)
-        prefix, table = f"_{BLOCKS}.{index}.", BLOCK_LAYERS
-    if layer not in table:
-        raise ValueError(f"tensor {name!r} has no counterpart in EfficientNet-PyTorch")
-    module, layout = table[layer]
-    return f"{prefix}{module}.{layout.torch_params.get(param, param)}", layout if param == "weight" else AS_IS
-
-
-def to_torch_state(state):
-    """{tinyeffnet name: array} → {EfficientNet-PyTorch name: a C-contiguous copy in PyTorch's layout}."""
-    torch_state = {}
-    for name, value in state.items():
-        torch_name, layout = counterpart(name)
-        torch_state[torch_name] = np.array(layout.to_torch(value), order="C")
-    return torch_state
-
-
-def load_torch_state(model, torch_state, source):
-    """Load {EfficientNet-PyTorch name: array} into ``model``, converting names and layouts.
-
-    Every tensor of the model must be there with PyTorch's shape for it, and nothing else; otherwise a
-    ``TinyEffNetError`` names the first that is not, in the file's own names."""
-    state, known, arch = {}, set(), model.config.name
-    for name, value in model.state_dict().items():
-        torch_name, layout = counterpart(name)
-        known.add(torch_name)
-        expected = layout.to_torch(value).shape
-        if torch_name not in torch_state:
-            raise TinyEffNetError(f"{source} does not fit this model: tensor {torch_name!r} of {arch} is "
-                                  "missing from it (is it for another architecture?)")
-        found = np.shape(torch_state[torch_name])
-        if found != expected:
-            raise TinyEffNetError(f"{source} does not fit this model: tensor {torch_name!r} has shape {found} "
-                                  f"in it but {expected} in {arch} (is it for another architecture?)")
-        state[name] = layout.to_ours(torch_state[torch_name])
-    extra = [torch_name for torch_name in torch_state if torch_name not in known]
-    if extra:
-        raise TinyEffNetError(f"{source} does not fit this model: it holds tensor {extra[0]!r}, which {arch} "
-                              "does not have (is it for another architecture?)")
-    load_into(model, state, source)
 
 
 # --- what the rest of tinyeffnet calls -----------------------------------------------------------------

@@ -1,5 +1,9 @@
 """The EfficientNet family as data: the B0 stage table, the variant table and compound scaling.
 
+A family is a base network written as a table of stages (each row names its block type, e.g. "mbconv",
+which ``model.BLOCKS`` maps to a class) with the width of its head; the stem's width is the first
+stage's input. Each variant names its family and the multipliers that scale it.
+
 Tan & Le (2019), "EfficientNet: Rethinking Model Scaling for CNNs", §3.3: one coefficient φ scales
 
     depth      d = α^φ      (more blocks per stage)
@@ -20,8 +24,6 @@ from dataclasses import dataclass, replace
 # --- constants of the architecture (each defined once) -------------------------------------------------
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15   # depth, width, resolution bases found by the paper's grid search
 CHANNEL_DIVISOR = 8                   # channel counts are multiples of this
-STEM_CHANNELS = 32                    # 3×3 stride-2 stem convolution: 3 → 32
-HEAD_CHANNELS = 1280                  # final 1×1 convolution before pooling
 SE_RATIO = 0.25                       # squeeze-and-excitation: reduced = max(1, int(block input · 0.25))
 DROP_CONNECT_RATE = 0.2               # stochastic-depth rate of the last block (grows linearly to it)
 BN_MOMENTUM = 0.99                    # TensorFlow sense: running = 0.99·running + 0.01·batch
@@ -31,7 +33,8 @@ CIFAR_RESOLUTION = 32
 
 @dataclass(frozen=True)
 class Stage:
-    """One row of the B0 table: ``repeats`` MBConv blocks; only the first block strides."""
+    """One row of a stage table: ``repeats`` blocks of type ``block``; only the first block strides."""
+    block: str
     repeats: int
     kernel: int
     stride: int
@@ -41,21 +44,38 @@ class Stage:
     se_ratio: float
 
 
-#                     repeats kernel stride expand  in   out   SE
-B0_STAGES = (
-    Stage(1, 3, 1, 1, 32, 16, SE_RATIO),
-    Stage(2, 3, 2, 6, 16, 24, SE_RATIO),
-    Stage(2, 5, 2, 6, 24, 40, SE_RATIO),
-    Stage(3, 3, 2, 6, 40, 80, SE_RATIO),
-    Stage(3, 5, 1, 6, 80, 112, SE_RATIO),
-    Stage(4, 5, 2, 6, 112, 192, SE_RATIO),
-    Stage(1, 3, 1, 6, 192, 320, SE_RATIO),
+#          block  repeats kernel stride expand  in   out   SE
+B0_STAGES = (                          # the first stage's input, 32, is the stem's 3×3 stride-2 output
+    Stage("mbconv", 1, 3, 1, 1, 32, 16, SE_RATIO),
+    Stage("mbconv", 2, 3, 2, 6, 16, 24, SE_RATIO),
+    Stage("mbconv", 2, 5, 2, 6, 24, 40, SE_RATIO),
+    Stage("mbconv", 3, 3, 2, 6, 40, 80, SE_RATIO),
+    Stage("mbconv", 3, 5, 1, 6, 80, 112, SE_RATIO),
+    Stage("mbconv", 4, 5, 2, 6, 112, 192, SE_RATIO),
+    Stage("mbconv", 1, 3, 1, 6, 192, 320, SE_RATIO),
 )
 
 
 @dataclass(frozen=True)
+class Family:
+    """A base network that width and depth scale: its stage table and the final 1×1 convolution's width."""
+    stages: tuple
+    head_channels: int
+
+    @property
+    def stem_channels(self):
+        return self.stages[0].in_channels
+
+
+FAMILIES = {
+    "efficientnet": Family(B0_STAGES, head_channels=1280),
+}
+DEFAULT_FAMILY = "efficientnet"        # what a config saved before families existed was built from
+
+
+@dataclass(frozen=True)
 class Variant:
-    """A named member of the family.
+    """A named member of a family: ``family``'s table scaled by ``width`` and ``depth``.
 
     ``se`` and ``activation`` distinguish EfficientNet (squeeze-and-excitation, swish) from
     EfficientNet-Lite (no SE, ReLU6). Lite also keeps the stem and head at their B0 sizes and the first and
@@ -67,6 +87,7 @@ class Variant:
     se: bool = True
     activation: str = "swish"
     fixed_stem_head: bool = False
+    family: str = DEFAULT_FAMILY
 
 
 #                    width depth  res  dropout
@@ -117,12 +138,19 @@ class ModelConfig:
     drop_connect: float = DROP_CONNECT_RATE
     bn_momentum: float = BN_MOMENTUM
     bn_epsilon: float = BN_EPSILON
+    family: str = DEFAULT_FAMILY
+
+    @property
+    def base(self):
+        """The unscaled network: ``FAMILIES[family]``."""
+        return FAMILIES[self.family]
 
     def stages(self):
-        """The B0 table scaled by this config's width and depth."""
-        last = len(B0_STAGES) - 1
+        """The family's stage table (B0's for EfficientNet) scaled by this config's width and depth."""
+        table = self.base.stages
+        last = len(table) - 1
         out = []
-        for i, s in enumerate(B0_STAGES):
+        for i, s in enumerate(table):
             fixed = self.fixed_stem_head and i in (0, last)
             out.append(replace(
                 s,
@@ -138,11 +166,11 @@ class ModelConfig:
 
     @property
     def stem_channels(self):
-        return self.channels(STEM_CHANNELS, fixed=self.fixed_stem_head)
+        return self.channels(self.base.stem_channels, fixed=self.fixed_stem_head)
 
     @property
     def head_channels(self):
-        return self.channels(HEAD_CHANNELS, fixed=self.fixed_stem_head)
+        return self.channels(self.base.head_channels, fixed=self.fixed_stem_head)
 
     def to_dict(self):
         return dict(self.__dict__)
@@ -167,7 +195,7 @@ def config_for_variant(name, num_classes=1000, resolution=None, stem_stride=2):
     v = VARIANTS[name]
     return ModelConfig(name=name, width=v.width, depth=v.depth, resolution=resolution or v.resolution,
                        dropout=v.dropout, num_classes=num_classes, se=v.se, activation=v.activation,
-                       fixed_stem_head=v.fixed_stem_head, stem_stride=stem_stride)
+                       fixed_stem_head=v.fixed_stem_head, stem_stride=stem_stride, family=v.family)
 
 
 def config_for_phi(phi, base_resolution=CIFAR_RESOLUTION, num_classes=10, stem_stride=2,

@@ -29,14 +29,15 @@ import time
 
 from tinyeffnet import data as datasets
 from tinyeffnet import transfer
-from tinyeffnet.checkpoint import atomic_write, load_checkpoint, load_into
 from tinyeffnet.cli import add_model_arguments, build_config, run_cli
 from tinyeffnet.device import require_cuda
 from tinyeffnet.engine import EXIT_SIGNAL, Interrupted, RunState, Trainer, World, stop_now
 from tinyeffnet.errors import TinyEffNetError
+from tinyeffnet.files import atomic_write
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.pretrained import AVAILABLE
 from tinyeffnet.progress import format_seconds
+from tinyeffnet.weights import open_weights
 
 # The recipe: the command's defaults (tinyeffnet.bench and tools/train_torch.py take theirs from here)
 DEFAULT_EPOCHS = 60
@@ -141,7 +142,7 @@ def main(argv=None):
     state = optimizer_state = model_state = None
     if args.resume:
         checkpoint = resume_source(args.resume)
-        config, model_state, optimizer_state, training = load_checkpoint(checkpoint)
+        config, model_state, optimizer_state, training = open_weights(checkpoint)
         if not training or "args" not in training or "epoch" not in training:
             raise TinyEffNetError(f"{checkpoint} holds weights only, no training state to resume from")
         saved = {**vars(parse_args([])), **training["args"]}     # defaults for flags newer than the run
@@ -163,7 +164,7 @@ def main(argv=None):
     data = prepare_data(args, None if args.freeze_body else config.resolution)
     if model_state is not None:
         model = EfficientNet(config, seed=args.seed)
-        load_into(model, model_state, args.resume)
+        model.load_state_dict(model_state, args.resume)
         model.noise_rng.bit_generator.state = training["noise_rng"]
     else:
         model = transfer.pretrained_model(config, args.seed) if args.pretrained else EfficientNet(config, args.seed)

@@ -44,8 +44,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyeffnet import data as datasets
-from tinyeffnet.checkpoint import atomic_write
 from tinyeffnet.engine import EVAL_BATCH_SIZE, ONE_PROCESS, Trainer, score
+from tinyeffnet.files import atomic_write
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.layers import Layer
 from tinyeffnet.model import EfficientNet

@@ -31,7 +31,7 @@ def test_reduce_gradients_sees_the_gradients_between_backward_and_the_update():
     class Halving(engine.World):
         """Transforms the gradients: g ← g / 2, checking they are fresh and not yet applied."""
 
-        def reduce_gradients(self, grads):
+        def reduce_gradients(self, grads, count, statistics):
             calls.append(sorted(grads))
             assert any(np.any(g != 0) for g in grads.values())                # backward has run
             for name, p in halved.named_parameters().items():

@@ -18,8 +18,10 @@ checkpoint; so the same seed and thread count give the same run, also across a r
 Signals: once a ``Trainer`` exists, Ctrl-C (or SIGTERM) finishes the current step, saves ``latest.npz`` and
 prints how to resume; a second one aborts at once. Before that, ``stop_now`` stops at once.
 
-Processes: everything that prints or writes files asks ``World.is_main``. One process is rank 0 of 1; a
-data-parallel module supplies another rank and size and averages the gradients in ``World.reduce_gradients``.
+Processes: everything that prints or writes files asks ``World.is_main``. One process is rank 0 of 1, and every
+other ``World`` method leaves what it is given as it is; data parallelism (``tinyeffnet.distributed``) supplies
+another rank and size, gives each process its rows of every batch (``shard``) and adds up across processes
+the losses, gradients and signals the loop sees.
 """
 
 import json
@@ -51,8 +53,8 @@ EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 class World:
     """The processes training together: ``size`` of them, this one being ``rank`` (0 … size − 1).
 
-    ``World()`` is a single process, rank 0 of 1, and does nothing in ``reduce_gradients``. Data-parallel
-    training supplies its rank and size and overrides ``reduce_gradients`` with the average over processes."""
+    ``World()`` is a single process, rank 0 of 1, whose methods below change nothing. Data-parallel training
+    (``tinyeffnet.distributed.MPIWorld``) supplies its rank and size and overrides them."""
     rank: int = 0
     size: int = 1
 
@@ -70,10 +72,27 @@ class World:
         """A ``Progress`` bar on stderr in the main process; in the others one that writes nowhere."""
         return Progress(total, prefix, stream=None if self.is_main else open(os.devnull, "w"))
 
-    def reduce_gradients(self, grads):
+    def shard(self, rows):
+        """This process's rows of a batch ``rows`` (B, …): all of them."""
+        return rows
+
+    def broadcast(self, model):
+        """Make ``model`` the same in every process (rank 0's parameters and buffers)."""
+
+    def batch_mean(self, loss, correct, count):
+        """(mean loss, correct count) over the whole batch, from this process's mean ``loss`` and ``correct``
+        over its ``count`` rows: here, as they are."""
+        return loss, correct
+
+    def reduce_gradients(self, grads, count, statistics):
         """The one place between backward and the optimizer step where gradients are transformed: ``grads``
-        (name → array, the ones SGD reads) in place. Data parallelism averages them, g ← (1/size)·Σ_ranks g,
+        (name → array, the ones SGD reads, this process's mean over its ``count`` rows) in place, with the
+        model's buffers ``statistics``. Data parallelism averages both over processes, weighted by ``count``,
         so that every process takes the same step; a single process has nothing to do."""
+
+    def agree_stop(self, signum):
+        """The signal (or None) that every process stops for after this step: here, this one's."""
+        return signum
 
 
 ONE_PROCESS = World()
@@ -113,22 +132,26 @@ def train_step(model, optimizer, x, y, lr, label_smoothing=0.0, clip_norm=None, 
 
     x and y are host arrays; on a model moved to the GPU they are copied there, and only the loss and the
     logits (N, K) come back. Returns ``(loss, correct)``; a loss that is not finite is returned before the
-    backward pass, with no parameter changed, so the caller can stop."""
+    backward pass, with no parameter changed, so the caller can stop. With several processes (``world``) each
+    takes its rows of the batch, and the loss and count are the whole batch's."""
     model.train()
     model.zero_grad()
     backend = model.backend
+    x, y = world.shard(x), world.shard(y)
     labels = backend.to_device(y)
     logits = model.forward(backend.to_device(x))
     loss, probs = backend.loss.cross_entropy_forward(logits, labels, label_smoothing)
+    correct = int(np.sum(np.argmax(backend.to_host(logits), axis=1) == y))
+    loss, correct = world.batch_mean(loss, correct, len(y))
     if not np.isfinite(loss):
         return loss, 0
     model.backward(backend.loss.cross_entropy_backward(probs, labels, label_smoothing))
-    world.reduce_gradients(optimizer.grads)
+    world.reduce_gradients(optimizer.grads, len(y), model.named_buffers())
     if clip_norm:                       # after the reduction: every process clips the same gradients
         clip_grad_norm(optimizer.grads, clip_norm)
     optimizer.lr = lr
     optimizer.step()
-    return loss, int(np.sum(np.argmax(backend.to_host(logits), axis=1) == y))
+    return loss, correct
 
 
 def evaluate(model, images, labels, mean, std, batch_size=EVAL_BATCH_SIZE):
@@ -173,6 +196,7 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * args.epochs
         self.warmup_steps = int(round(args.warmup_epochs * self.steps_per_epoch))
         self.stop_signal = None
+        world.broadcast(model)
         for sig in EXIT_SIGNAL:            # from here on, Ctrl-C finishes the current step and saves
             signal.signal(sig, self.on_signal)
 
@@ -203,7 +227,9 @@ class Trainer:
                 progress.update(st.step_in_epoch, loss=f"{s['loss'] / s['seen']:.3f}",
                                 acc=f"{100 * s['correct'] / s['seen']:.1f}%", lr=f"{lr:.4f}",
                                 **{"img/s": f"{s['seen'] / s['seconds']:.0f}"})
-                if self.stop_signal is not None:
+                stop = self.world.agree_stop(self.stop_signal)
+                if stop is not None:
+                    self.stop_signal = stop
                     progress.close()
                     return self.interrupt()
             progress.close()
@@ -251,11 +277,15 @@ class Trainer:
                         title=f"{self.config.name} on {self.args.dataset}")
 
     def test(self):
-        """(loss, accuracy) on the test set in eval mode, after recalibrating batch norm in a short run."""
+        """(loss, accuracy) on the test set in eval mode, after recalibrating batch norm in a short run; with
+        several processes each scores its rows of the test set."""
         if self.needs_recalibration():
             count = min(RECALIBRATION_BATCHES, self.steps_per_epoch)
             recalibrate_batchnorm(self.model, (self.batch(self.state.epoch, i)[0] for i in range(count)))
-        return evaluate(self.model, self.data.test_images, self.data.test_labels, self.data.mean, self.data.std)[:2]
+        images, labels = self.world.shard(self.data.test_images), self.world.shard(self.data.test_labels)
+        loss, _, predictions = evaluate(self.model, images, labels, self.data.mean, self.data.std)
+        loss, correct = self.world.batch_mean(loss, int(np.sum(predictions == labels)), len(labels))
+        return loss, correct / len(self.data.test_labels)
 
     def needs_recalibration(self):
         """Short runs: the running statistics still lag the weights (see ``recalibrate_batchnorm``)."""

@@ -29,9 +29,10 @@ import time
 
 from tinyeffnet import data as datasets
 from tinyeffnet import transfer
-from tinyeffnet.cli import add_model_arguments, build_config, run_cli
+from tinyeffnet.cli import add_model_arguments, build_config
 from tinyeffnet.device import require_cuda
-from tinyeffnet.engine import EXIT_SIGNAL, Interrupted, RunState, Trainer, World, stop_now
+from tinyeffnet.distributed import make_world, run_job
+from tinyeffnet.engine import EXIT_SIGNAL, Interrupted, RunState, Trainer, stop_now
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.files import atomic_write
 from tinyeffnet.model import EfficientNet
@@ -138,7 +139,7 @@ def interrupted_before_training(args, run_dir):
 
 def main(argv=None):
     args = parse_args(argv)
-    world = World()                # one process, rank 0 of 1: it prints and writes the run folder
+    world = make_world()           # one process, or rank r of N under mpiexec: rank 0 prints and writes
     state = optimizer_state = model_state = None
     if args.resume:
         checkpoint = resume_source(args.resume)
@@ -232,4 +233,4 @@ def print_estimate(args, trainer):
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(run_job(main))

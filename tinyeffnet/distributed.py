@@ -1,0 +1,149 @@
+"""Data-parallel training over MPI: ``mpiexec -n N python -m tinyeffnet.train …`` (the ``mpi`` extra).
+
+Synchronous data parallelism, as Horovod does it: N processes (ranks) hold the same model. Each step every rank
+draws the same global batch of B = ``--batch-size`` images (from (seed, epoch, step), exactly as one process
+draws it), keeps its own rows of it (``shard``), and computes the mean gradient g_r over its n_r rows. One
+``Allreduce`` over one flat float32 buffer then sums n_r·g_r, and every rank divides by B = Σ_r n_r:
+
+    g = (1/B) · Σ_r n_r · g_r        the global batch's mean gradient, on every rank
+
+so every rank takes the same SGD step (the learning-rate schedule is one process's) and the models stay
+identical without being sent again. What else the ranks share:
+
+    start        rank 0's parameters and buffers are broadcast once (``broadcast``)
+    batch norm   per-rank batch statistics (Horovod's default); the running statistics travel in the same flat
+                 buffer, averaged with the weights n_r/B, so they are identical on every rank too
+    loss         the global batch's mean loss and correct count (a 3-number Allreduce before the backward), so
+                 a loss that is not finite on any rank stops every rank at the same step
+    signals      Ctrl-C or SIGTERM to ``mpiexec`` (which forwards them to the ranks): after every step the ranks
+                 agree (a MAX reduction of the signal number, SIGTERM over SIGINT), stop after the same step,
+                 and rank 0 writes the checkpoint; exit status 130 or 143
+    evaluation   each rank scores its rows of the test set; loss sums and correct counts are added up
+    failures     an exception or an error status on any rank aborts the whole job at once (``run_job``)
+    threads      one Numba thread per rank, unless NUMBA_NUM_THREADS is set
+
+Rank r of N keeps rows [r·B//N, (r+1)·B//N) of a batch of B rows: contiguous, sizes differing by at most one.
+Rank 0 alone prints and writes (``World.is_main``). Without mpi4py, or outside ``mpiexec``, ``make_world``
+returns the engine's one-process ``World`` and nothing here runs: training is exactly that of one process.
+"""
+
+import os
+import sys
+import traceback
+
+import numba
+import numpy as np
+
+from tinyeffnet.cli import run_cli
+from tinyeffnet.engine import EXIT_SIGNAL, World
+from tinyeffnet.errors import TinyEffNetError
+
+# What launchers set in every process they start: MPICH's Hydra, Open MPI, and PMIx-based ones (Slurm's srun)
+LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
+NO_SIGNAL = 0
+
+
+def launcher_size():
+    """How many processes the launcher started (1 outside mpiexec), from its environment variables."""
+    return max((int(os.environ[name]) for name in LAUNCHER_SIZE_VARIABLES if name in os.environ), default=1)
+
+
+def mpi_module():
+    """mpi4py's ``MPI`` under a launcher that started more than one process, else None. Importing it joins
+    the job (``MPI_Init``), which is why a plain ``python -m tinyeffnet.train`` never does."""
+    if launcher_size() == 1:
+        return None
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return None
+    return MPI
+
+
+def make_world():
+    """The processes of this run: an ``MPIWorld`` under ``mpiexec -n N`` (N > 1), else one process."""
+    MPI = mpi_module()
+    if MPI is None and launcher_size() > 1:
+        raise TinyEffNetError(f"started as one of {launcher_size()} MPI processes, but mpi4py is not installed: "
+                              "pip install -e \".[mpi]\" (or run without mpiexec)")
+    if MPI is None or MPI.COMM_WORLD.Get_size() == 1:
+        return World()
+    return MPIWorld(MPI)
+
+
+class MPIWorld(World):
+    """Rank ``rank`` of the ``size`` processes of ``MPI.COMM_WORLD``, training one model together."""
+
+    def __init__(self, MPI):
+        comm = MPI.COMM_WORLD
+        super().__init__(comm.Get_rank(), comm.Get_size())
+        self.MPI, self.comm = MPI, comm
+        self.flat = None               # the gradients' flat buffer, allocated at the first step
+        if "NUMBA_NUM_THREADS" not in os.environ:
+            numba.set_num_threads(1)
+
+    def shard(self, rows):
+        """This rank's rows of ``rows`` (B, …): rows [r·B//N, (r+1)·B//N)."""
+        begin, end = self.rank * len(rows) // self.size, (self.rank + 1) * len(rows) // self.size
+        if begin == end:
+            raise TinyEffNetError(f"{len(rows)} rows cannot be shared by {self.size} processes: use a "
+                                  f"--batch-size (and test set) of at least {self.size}, or fewer processes")
+        return rows[begin:end]
+
+    def broadcast(self, model):
+        """Give every rank rank 0's parameters and buffers (in place, ``Bcast``)."""
+        for name, array in {**model.named_parameters(), **model.named_buffers()}.items():
+            if not isinstance(array, np.ndarray):
+                raise TinyEffNetError("training over MPI runs on the CPU: leave out --device cuda")
+            self.comm.Bcast(array, root=0)
+
+    def batch_mean(self, loss, correct, count):
+        """(mean loss, correct count) over the global batch, from this rank's mean ``loss`` and ``correct``
+        over its ``count`` rows."""
+        totals = np.array([loss * count, correct, count], np.float64)
+        self.comm.Allreduce(self.MPI.IN_PLACE, totals, op=self.MPI.SUM)
+        return totals[0] / totals[2], int(totals[1])
+
+    def reduce_gradients(self, grads, count, statistics):
+        """g ← (1/B)·Σ_r n_r·g_r for every gradient in ``grads`` (this rank's mean over its n_r = ``count``
+        rows), and the same weighted average of the float32 ``statistics`` (batch norm's running mean and
+        variance), in place, through one flat buffer and one ``Allreduce``; its last element carries n_r, so
+        the sum there is B."""
+        arrays = [*grads.values(), *(a for a in statistics.values() if a.dtype == np.float32)]
+        if self.flat is None:
+            self.flat = np.empty(sum(a.size for a in arrays) + 1, np.float32)
+        views, offset = [], 0
+        for a in arrays:
+            views.append(self.flat[offset:offset + a.size].reshape(a.shape))
+            np.multiply(a, np.float32(count), out=views[-1])
+            offset += a.size
+        self.flat[-1] = count
+        self.comm.Allreduce(self.MPI.IN_PLACE, self.flat, op=self.MPI.SUM)
+        for a, view in zip(arrays, views):
+            np.divide(view, self.flat[-1], out=a)
+
+    def agree_stop(self, signum):
+        """The signal every rank stops for after this step (the largest any rank received), or None."""
+        agreed = np.array([signum or NO_SIGNAL], np.int64)
+        self.comm.Allreduce(self.MPI.IN_PLACE, agreed, op=self.MPI.MAX)
+        return int(agreed[0]) or None
+
+
+def run_job(main, argv=None):
+    """``run_cli(main, argv)``; under ``mpiexec``, a rank that raises or ends with an error status ends the
+    whole job with ``Abort`` (the other ranks would wait for it in their next reduction forever)."""
+    MPI = mpi_module()
+    if MPI is None:
+        return run_cli(main, argv)
+    try:
+        status = run_cli(main, argv)
+    except SystemExit as e:            # argparse's --help (0) and its errors (2)
+        status = e.code
+    except BaseException:              # KeyboardInterrupt too: this rank is leaving
+        traceback.print_exc()
+        status = 1
+    if status not in (None, 0, *EXIT_SIGNAL.values()):
+        print(f"rank {MPI.COMM_WORLD.Get_rank()} failed (exit status {status}): aborting all "
+              f"{MPI.COMM_WORLD.Get_size()} processes", file=sys.stderr, flush=True)
+        MPI.COMM_WORLD.Abort(status)
+    return status

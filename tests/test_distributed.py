@@ -1,0 +1,177 @@
+"""Data-parallel training over MPI (``tinyeffnet.distributed``), each check a real ``mpiexec -n N`` job in a
+subprocess: the reduced gradient is the global batch's mean gradient, rank 0 alone writes, a failing rank
+ends the job within seconds, Ctrl-C leaves one checkpoint, and a run resumes with another number of ranks.
+
+Skipped where mpi4py or ``mpiexec`` is missing: ``pip install -e ".[mpi]"`` installs both (MPICH's wheel)."""
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tinyeffnet import engine
+from tinyeffnet.model import EfficientNet
+from tinyeffnet.optim import SGD
+from tinyeffnet.scaling import ModelConfig
+
+pytest.importorskip("mpi4py", reason="the mpi extra is not installed (pip install -e \".[mpi]\")")
+MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install -e \".[mpi]\" installs MPICH's)")]
+
+TINY = ["--dataset", "synthetic", "--phi", "0", "--width", "0.25", "--depth", "0.1", "--subset", "96",
+        "--test-subset", "30", "--batch-size", "24"]
+JOB_TIMEOUT = 300            # seconds: compiling the kernels on a busy 2-core machine, then a few steps
+ABORT_SECONDS = 10           # a failing rank must end the job this soon
+
+
+def mpiexec(ranks, args, cwd, **popen):
+    """``mpiexec -n ranks python args…`` with one Numba thread per rank."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
+    return subprocess.Popen([MPIEXEC, "-n", str(ranks), sys.executable, *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def finish(job, timeout=JOB_TIMEOUT):
+    out, err = job.communicate(timeout=timeout)
+    return job.returncode, out, err
+
+
+def train(ranks, args, cwd):
+    return finish(mpiexec(ranks, ["-m", "tinyeffnet.train", *args], cwd))
+
+
+# --- the gradient ----------------------------------------------------------------------------------------
+CONFIG = ModelConfig(name="t", width=0.25, depth=0.1, resolution=16, dropout=0.0, num_classes=3, drop_connect=0.0)
+BATCH = 7                    # split 3 + 4 over two ranks, 2 + 2 + 3 over three
+
+STEP_SCRIPT = """
+import sys
+import numpy as np
+from tinyeffnet import distributed, engine
+from tinyeffnet.model import EfficientNet
+from tinyeffnet.optim import SGD
+from tinyeffnet.scaling import ModelConfig
+
+world = distributed.make_world()
+model = EfficientNet(ModelConfig(**{config}), seed=world.rank)          # rank 0's initialisation must win
+world.broadcast(model)
+batch = np.load(sys.argv[1])
+sgd = SGD(model.named_parameters(), model.named_grads(), lr=0.0, momentum=0.0, weight_decay=0.0)
+loss, correct = engine.train_step(model, sgd, batch["x"], batch["y"], lr=0.0, world=world)
+if world.is_main:
+    np.savez(sys.argv[2], loss=loss, correct=correct, **{{"grad:" + k: v for k, v in sgd.grads.items()}},
+             **{{"buffer:" + k: v for k, v in model.named_buffers().items()}})
+"""
+
+
+def shard_step(x, y, begin, end):
+    """One process's gradients and running statistics on rows [begin, end), and its loss and correct count."""
+    model = EfficientNet(CONFIG, seed=0)
+    sgd = SGD(model.named_parameters(), model.named_grads(), lr=0.0, momentum=0.0, weight_decay=0.0)
+    loss, correct = engine.train_step(model, sgd, x[begin:end], y[begin:end], lr=0.0)
+    return loss, correct, {k: g.copy() for k, g in sgd.grads.items()}, model.named_buffers()
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_the_reduced_gradient_is_the_mean_over_the_global_batch(ranks, tmp_path):
+    """Per-rank batch norm: rank r's gradient g_r is one process's on rows [r·B//N, (r+1)·B//N) (its own batch
+    statistics), and every rank must end with (1/B)·Σ_r n_r·g_r. With two ranks the float32 sum of two terms
+    has one rounding in any order, so the check is bitwise; with three, summation order allows 1e-6 relative."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((BATCH, 16, 16, 3), dtype=np.float32), rng.integers(0, 3, BATCH)
+    np.savez(tmp_path / "batch.npz", x=x, y=y)
+    script = tmp_path / "step.py"
+    script.write_text(STEP_SCRIPT.format(config=dataclasses.asdict(CONFIG)))
+    status, out, err = finish(mpiexec(ranks, [str(script), str(tmp_path / "batch.npz"), str(tmp_path / "out.npz")],
+                                      tmp_path))
+    assert status == 0, err
+    got = np.load(tmp_path / "out.npz")
+    bounds = [(r * BATCH // ranks, (r + 1) * BATCH // ranks) for r in range(ranks)]
+    shards = [shard_step(x, y, begin, end) for begin, end in bounds]
+    counts = [np.float32(end - begin) for begin, end in bounds]
+
+    def weighted_mean(arrays):
+        return sum(a * n for a, n in zip(arrays, counts)) / np.float32(BATCH)
+
+    for name in shards[0][2]:
+        expected = weighted_mean([grads[name] for _, _, grads, _ in shards])
+        if ranks == 2:
+            np.testing.assert_array_equal(got["grad:" + name], expected, err_msg=name)
+        else:
+            np.testing.assert_allclose(got["grad:" + name], expected, rtol=1e-6, atol=1e-9, err_msg=name)
+    for name, value in shards[0][3].items():
+        if value.dtype == np.float32:
+            expected = weighted_mean([buffers[name] for _, _, _, buffers in shards])
+            np.testing.assert_allclose(got["buffer:" + name], expected, rtol=1e-6, atol=1e-9, err_msg=name)
+    assert got["correct"] == sum(correct for _, correct, _, _ in shards)
+    assert got["loss"] == pytest.approx(sum(loss * n for (loss, _, _, _), n in zip(shards, counts)) / BATCH,
+                                        rel=1e-6)
+
+
+# --- the run folder, faults, signals, resuming ----------------------------------------------------------
+def test_only_rank_0_writes_one_run_folder(tmp_path):
+    status, out, err = train(2, [*TINY, "--epochs", "2"], tmp_path)
+    assert status == 0, err
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1, runs
+    assert sorted(p.name for p in runs[0].iterdir()) == ["best.npz", "config.json", "curves.png", "latest.npz",
+                                                        "metrics.jsonl"]
+    rows = [json.loads(line) for line in (runs[0] / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert out.count("epoch 2: train loss") == 1          # printed once, by rank 0
+
+
+FAILING_SCRIPT = """
+import os, sys, time
+from tinyeffnet import distributed, engine, train
+
+real_step, steps = engine.train_step, []
+
+
+def failing_step(*args, **kwargs):
+    steps.append(1)
+    if os.environ["PMI_RANK"] == "1" and len(steps) == 4:     # two timing steps, then training step 2
+        print(f"failing at {{time.time()}}", file=sys.stderr, flush=True)
+        raise RuntimeError("rank 1 fails on purpose")
+    return real_step(*args, **kwargs)
+
+
+engine.train_step = failing_step
+sys.exit(distributed.run_job(train.main, {args!r}))
+"""
+
+
+def test_a_failing_rank_aborts_the_job_within_seconds(tmp_path):
+    script = tmp_path / "fail.py"
+    script.write_text(FAILING_SCRIPT.format(args=[*TINY, "--epochs", "3", "--out", str(tmp_path / "run")]))
+    status, out, err = finish(mpiexec(2, [str(script)], tmp_path))
+    ended = time.time()
+    assert status != 0
+    assert "RuntimeError: rank 1 fails on purpose" in err and "rank 1 failed" in err
+    failed_at = float(err.split("failing at ")[1].split()[0])
+    assert ended - failed_at < ABORT_SECONDS
+
+
+def test_ctrl_c_to_mpiexec_saves_one_checkpoint_then_resumes_with_three_ranks(tmp_path):
+    run = tmp_path / "run"
+    job = mpiexec(2, ["-m", "tinyeffnet.train", *TINY, "--batch-size", "6", "--epochs", "40", "--out", str(run)],
+                  tmp_path)
+    deadline = time.time() + JOB_TIMEOUT
+    while not (run / "metrics.jsonl").exists() and time.time() < deadline and job.poll() is None:
+        time.sleep(0.5)                                   # the first epoch is done: training is under way
+    job.send_signal(signal.SIGINT)
+    status, out, err = finish(job)
+    assert status == engine.EXIT_SIGNAL[signal.SIGINT], err
+    assert err.count("saved ") == 1 and "resume with" in err
+    status, out, err = train(3, ["--resume", str(run), "--epochs", "2"], tmp_path)
+    assert status == 0, err
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2]

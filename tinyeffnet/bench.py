@@ -4,6 +4,7 @@
                                                      # peak memory, time to the first step (cold and warm JIT cache)
     python -m tinyeffnet.bench --vs-torch            # the same workloads with PyTorch, alternating, and the ratios
     python -m tinyeffnet.bench --kernels             # a table: ms and GFLOP/s per kernel, forward and backward
+    python -m tinyeffnet.bench --ranks 2             # training images/s: 2 MPI ranks × 1 thread against 1 × 2 threads
     python -m tinyeffnet.bench --json                # one JSON object instead of text
 
 **Model.** Every measurement runs in a fresh process (a "worker"), so memory and start-up are those of a
@@ -24,6 +25,11 @@ fall on padding included: a convolution producing ``M`` outputs from ``K`` produ
 in forward; backward computes dx and dw, each one multiply-add per forward one, so ``4·M·K``. A row may
 leave its FLOPs as ``None`` (for memory-bound kernels where FLOP/s says little); the table then prints "-".
 To add a kernel, append a ``KernelCase`` to ``KERNEL_CASES``.
+
+**Ranks** (the ``mpi`` extra). The training worker twice, alternating ``--rounds`` times: under
+``mpiexec -n N`` with one thread per rank (data parallelism, ``tinyeffnet.distributed``: each rank takes
+1/N of the batch of 128 and the gradients are averaged every step), and as one process with N threads;
+images/s is the whole batch over rank 0's median step time, the ratio compares medians from the same run.
 """
 
 import argparse
@@ -32,6 +38,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -178,13 +185,17 @@ def format_table(rows):
 
 # --- the model workloads, each in its own process ------------------------------------------------------
 def worker(kind, batch, steps, warmup):
-    """Run ``steps`` timed steps (after ``warmup``) of B0 training or inference; return the JSON-able result."""
+    """Run ``steps`` timed steps (after ``warmup``) of B0 training or inference; return the JSON-able result
+    (under mpiexec, rank 0's; None on the other ranks)."""
     from tinyeffnet.model import EfficientNet
     from tinyeffnet.optim import SGD
     from tinyeffnet.scaling import config_for_phi
     from tinyeffnet.engine import train_step
+    from tinyeffnet.distributed import make_world
 
+    world = make_world()                 # under mpiexec: this rank's share of the batch, gradients averaged
     model = EfficientNet(config_for_phi(0, num_classes=NUM_CLASSES), dtype=DTYPE)
+    world.broadcast(model)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, RESOLUTION, RESOLUTION, 3), dtype=DTYPE)
     y = rng.integers(0, NUM_CLASSES, batch)
@@ -192,7 +203,7 @@ def worker(kind, batch, steps, warmup):
                     weight_decay=DEFAULT_WEIGHT_DECAY)
     if kind == "train":
         def step():
-            train_step(model, optimizer, x, y, lr=LR, label_smoothing=DEFAULT_LABEL_SMOOTHING)
+            train_step(model, optimizer, x, y, lr=LR, label_smoothing=DEFAULT_LABEL_SMOOTHING, world=world)
     else:
         model.eval()
 
@@ -204,9 +215,11 @@ def worker(kind, batch, steps, warmup):
         step()
         if i >= warmup:
             times.append(time.perf_counter() - start)
+    if not world.is_main:
+        return None
     return dict(images_per_second=batch / statistics.median(times), step_seconds=times,
                 peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                threads=numba.get_num_threads())
+                threads=numba.get_num_threads(), ranks=world.size)
 
 
 def run_worker(command, env):
@@ -274,6 +287,40 @@ def run_model_benchmark(threads, rounds, steps, torch_python=None, report=print)
     return result
 
 
+def find_mpiexec():
+    """The ``mpiexec`` beside this Python (the mpi extra's MPICH) or on the PATH, else None."""
+    return shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
+
+
+def run_ranks_benchmark(ranks, rounds, steps, report=print):
+    """Training images/s of ``ranks`` MPI ranks × 1 thread against 1 rank × ``ranks`` threads, alternating."""
+    command = our_command("train", BATCH, steps, WORKER_WARMUP)
+    one_thread_each = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    threads = dict(os.environ, NUMBA_NUM_THREADS=str(ranks), OMP_NUM_THREADS=str(ranks))
+    spread, pooled = [], []
+    for r in range(rounds):
+        report(f"round {r + 1}/{rounds}: {ranks} ranks × 1 thread …")
+        spread.append(run_worker([find_mpiexec(), "-n", str(ranks), *command], one_thread_each)[0])
+        report(f"round {r + 1}/{rounds}: 1 rank × {ranks} threads …")
+        pooled.append(run_worker(command, threads)[0])
+    result = dict(model="EfficientNet-B0 (faithful, stem stride 2)", resolution=RESOLUTION, train_batch=BATCH,
+                  ranks=ranks, rounds=rounds, steps_per_round=steps,
+                  ranks_images_per_second=median_of(spread, "images_per_second"),
+                  threads_images_per_second=median_of(pooled, "images_per_second"))
+    result["ratio"] = result["ranks_images_per_second"] / result["threads_images_per_second"]
+    return result
+
+
+def format_ranks(result):
+    n = result["ranks"]
+    return "\n".join([
+        f"{result['model']} at {result['resolution']}×{result['resolution']}, training, batch {result['train_batch']}; "
+        f"medians of {result['rounds']} rounds × {result['steps_per_round']} steps",
+        f"{f'{n} ranks × 1 thread, images/s':34}{result['ranks_images_per_second']:>12.0f}",
+        f"{f'1 rank × {n} threads, images/s':34}{result['threads_images_per_second']:>12.0f}",
+        f"{'ratio':34}{result['ratio']:>12.2f}"])
+
+
 def machine():
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
@@ -310,6 +357,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="alternating rounds of each workload")
     parser.add_argument("--steps", type=int, default=WORKER_STEPS, help="timed steps per round")
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="timed calls per kernel measurement")
+    parser.add_argument("--ranks", type=int, help="only training: N MPI ranks × 1 thread against 1 rank × N threads "
+                        "(needs the mpi extra)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--worker", choices=("train", "infer"), help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=BATCH, help=argparse.SUPPRESS)
@@ -319,8 +368,15 @@ def main(argv=None):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     if args.worker:
-        print(json.dumps(worker(args.worker, args.batch, args.steps, args.warmup)))
+        result = worker(args.worker, args.batch, args.steps, args.warmup)
+        if result is not None:
+            print(json.dumps(result))
         return
+    if args.ranks is not None:
+        if args.ranks < 2:
+            parser.error("--ranks must be at least 2")
+        if find_mpiexec() is None:
+            parser.error("--ranks runs mpiexec, which is not installed: pip install -e \".[mpi]\"")
     if args.vs_torch:
         if not TORCH_WORKER.is_file():
             parser.error(f"--vs-torch runs {TORCH_WORKER}, which is not there: it is in the repository, not in an "
@@ -334,6 +390,8 @@ def main(argv=None):
     result = dict(machine=machine())
     if args.kernels:
         result["kernels"] = run_kernel_cases(KERNEL_CASES, args.repeats)
+    elif args.ranks:
+        result.update(run_ranks_benchmark(args.ranks, args.rounds, args.steps, report))
     else:
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
         result.update(run_model_benchmark(args.threads, args.rounds, args.steps,
@@ -346,6 +404,8 @@ def main(argv=None):
     if args.kernels:
         print(f"batch {BATCH}, {np.dtype(DTYPE).name}, B0 shapes at 32×32 input; median of {args.repeats} calls")
         print(format_table(result["kernels"]))
+    elif args.ranks:
+        print(format_ranks(result))
     else:
         print(format_model(result))
 

@@ -1,10 +1,14 @@
-"""Data-parallel training over MPI (``tinyeffnet.distributed``), each check a real ``mpiexec -n N`` job in a
-subprocess: the reduced gradient is the global batch's mean gradient, rank 0 alone writes, a failing rank
-ends the job within seconds, Ctrl-C leaves one checkpoint, and a run resumes with another number of ranks.
+"""Data-parallel training over MPI (``tinyeffnet.distributed``), each check but the first a real ``mpiexec -n N``
+job in a subprocess: synchronised batch norm on one rank against central differences, and over ranks against
+one process's batch norm over the whole batch; the reduced gradient is the global batch's mean gradient, rank 0
+alone writes, a failing rank ends the job within seconds, Ctrl-C leaves one checkpoint, and a run resumes with
+another number of ranks.
 
-Skipped where mpi4py or ``mpiexec`` is missing: ``pip install -e ".[mpi]"`` installs both (MPICH's wheel)."""
+The MPI checks skip where mpi4py or ``mpiexec`` is missing: ``pip install -e ".[mpi]"`` installs both (MPICH's
+wheel)."""
 
 import dataclasses
+import importlib.util
 import json
 import os
 import shutil
@@ -15,21 +19,36 @@ import time
 
 import numpy as np
 import pytest
+from gradcheck import assert_gradients
+from hypothesis import given
+from hypothesis import strategies as st
+from test_batchnorm import EPS, nhwc_shapes, random_inputs, seeds
+from tolerances import LONG_SUMS_F64
 
 from tinyeffnet import engine
+from tinyeffnet.distributed import use_sync_batchnorm
+from tinyeffnet.kernels.batchnorm_act import batchnorm_act_train_backward, batchnorm_act_train_forward
+from tinyeffnet.layers import BatchNorm
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.optim import SGD
 from tinyeffnet.scaling import ModelConfig
 
-pytest.importorskip("mpi4py", reason="the mpi extra is not installed (pip install -e \".[mpi]\")")
 MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec (pip install -e \".[mpi]\" installs MPICH's)")]
+INSTALL = "pip install -e \".[mpi]\""
 
 TINY = ["--dataset", "synthetic", "--phi", "0", "--width", "0.25", "--depth", "0.1", "--subset", "96",
         "--test-subset", "30", "--batch-size", "24"]
 JOB_TIMEOUT = 300            # seconds: compiling the kernels on a busy 2-core machine, then a few steps
 ABORT_SECONDS = 10           # a failing rank must end the job this soon
+
+
+def needs_mpi(test):
+    """Mark ``test`` as an mpiexec job: slow, and skipped without mpi4py or mpiexec."""
+    for mark in (pytest.mark.slow,
+                 pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None, reason=f"no mpi4py ({INSTALL})"),
+                 pytest.mark.skipif(MPIEXEC is None, reason=f"no mpiexec ({INSTALL} installs MPICH's)")):
+        test = mark(test)
+    return test
 
 
 def mpiexec(ranks, args, cwd, **popen):
@@ -46,6 +65,105 @@ def finish(job, timeout=JOB_TIMEOUT):
 
 def train(ranks, args, cwd):
     return finish(mpiexec(ranks, ["-m", "tinyeffnet.train", *args], cwd))
+
+
+# --- synchronised batch norm -----------------------------------------------------------------------------------
+ACTIVATION_NAMES = [None, "swish", "relu6"]
+SYNC_TOLERANCE = dict(rtol=1e-10, atol=1e-12)    # float64, sums over ranks in another order than one process's
+
+
+class OneRank:
+    """The reductions of a single process: a sum over ranks is the array itself."""
+
+    @staticmethod
+    def sum(totals):
+        return totals
+
+
+def sync_layer(gamma, beta, activation, world):
+    layer = use_sync_batchnorm(BatchNorm(len(gamma), 0.9, EPS, activation, np.float64), world)
+    layer.params["gamma"][...], layer.params["beta"][...] = gamma, beta
+    return layer
+
+
+@given(shape=nhwc_shapes, seed=seeds, activation=st.sampled_from(ACTIVATION_NAMES))
+def test_sync_batchnorm_on_one_rank_is_batch_norm(shape, seed, activation):
+    a = random_inputs(shape, seed)
+    layer = sync_layer(a["gamma"], a["beta"], activation, OneRank())
+    z, dx = layer.forward(a["x"]), layer.backward(a["dy"])
+    want_z, mean, var = batchnorm_act_train_forward(a["x"], a["gamma"], a["beta"], EPS, activation)
+    want = batchnorm_act_train_backward(a["x"], a["gamma"], a["beta"], mean, var, EPS, a["dy"], activation)
+    for got, expected in zip((z, dx, layer.grads["gamma"], layer.grads["beta"]), (want_z, *want)):
+        np.testing.assert_allclose(got, expected, **LONG_SUMS_F64)
+
+
+@given(shape=nhwc_shapes, seed=seeds, activation=st.sampled_from([None, "swish"]))   # relu6: kinks, above
+def test_sync_batchnorm_backward_matches_central_differences(shape, seed, activation):
+    a = random_inputs(shape, seed)
+    layer = sync_layer(a["gamma"], a["beta"], activation, OneRank())
+    layer.forward(a["x"])
+    dx = layer.backward(a["dy"])
+
+    def forward(x, gamma, beta):
+        return sync_layer(gamma, beta, activation, OneRank()).forward(x)
+
+    assert_gradients(forward, dict(x=a["x"], gamma=a["gamma"], beta=a["beta"]),
+                     dict(x=dx, gamma=layer.grads["gamma"], beta=layer.grads["beta"]), a["dy"])
+
+
+SYNC_SHAPES = [(5, 3, 2, 2), (5, 1, 1, 1), (6, 2, 3, 3)]      # over 3 ranks, 5 rows give one rank a single row
+
+SYNC_SCRIPT = """
+import sys
+import numpy as np
+from tinyeffnet.distributed import make_world, use_sync_batchnorm
+from tinyeffnet.layers import BatchNorm
+
+world = make_world()
+cases, out = np.load(sys.argv[1]), {{}}
+for i, activation in enumerate({activations!r}):
+    x, dy = cases[f"{{i}}:x"], cases[f"{{i}}:dy"]
+    layer = use_sync_batchnorm(BatchNorm(x.shape[-1], 0.9, {eps!r}, activation, np.float64), world)
+    layer.params["gamma"][...], layer.params["beta"][...] = cases[f"{{i}}:gamma"], cases[f"{{i}}:beta"]
+    rows, batch = len(world.shard(x)), len(x)
+    z = layer.forward(world.shard(x))
+    dx = layer.backward(world.shard(dy) * (batch / rows))     # the gradient of this rank's own mean loss
+    for name in ("gamma", "beta"):                            # what MPIWorld.reduce_gradients does
+        out[f"{{i}}:d{{name}}"] = world.sum(layer.grads[name] * rows) / batch
+    out[f"{{i}}:z"] = np.concatenate(world.comm.allgather(z))
+    out[f"{{i}}:dx"] = np.concatenate(world.comm.allgather(dx * (rows / batch)))
+    for name in ("running_mean", "running_var"):
+        out[f"{{i}}:{{name}}"] = layer.buffers[name]
+if world.is_main:
+    np.savez(sys.argv[2], **out)
+"""
+
+
+@needs_mpi
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_sync_batchnorm_over_ranks_is_batch_norm_over_the_whole_batch(ranks, tmp_path):
+    """Every rank normalises its rows with the global batch's statistics and back-propagates through them:
+    z, dx (in the global loss's units), dγ, dβ and the running statistics are one process's on all rows."""
+    cases = [(shape, activation) for shape in SYNC_SHAPES for activation in ACTIVATION_NAMES]
+    arrays = {}
+    for i, (shape, _) in enumerate(cases):
+        a = random_inputs(shape, seed=i)
+        arrays.update({f"{i}:{name}": a[name] for name in ("x", "dy", "gamma", "beta")})
+    np.savez(tmp_path / "cases.npz", **arrays)
+    script = tmp_path / "sync.py"
+    script.write_text(SYNC_SCRIPT.format(activations=[activation for _, activation in cases], eps=EPS))
+    status, out, err = finish(mpiexec(ranks, [str(script), str(tmp_path / "cases.npz"), str(tmp_path / "out.npz")],
+                                      tmp_path))
+    assert status == 0, err
+    got = np.load(tmp_path / "out.npz")
+    for i, (shape, activation) in enumerate(cases):
+        one = BatchNorm(shape[-1], 0.9, EPS, activation, np.float64)
+        one.params["gamma"][...], one.params["beta"][...] = arrays[f"{i}:gamma"], arrays[f"{i}:beta"]
+        want = dict(z=one.forward(arrays[f"{i}:x"]), dx=one.backward(arrays[f"{i}:dy"]), dgamma=one.grads["gamma"],
+                    dbeta=one.grads["beta"], **one.buffers)
+        for name in ("z", "dx", "dgamma", "dbeta", "running_mean", "running_var"):
+            np.testing.assert_allclose(got[f"{i}:{name}"], want[name], **SYNC_TOLERANCE,
+                                       err_msg=f"{name}, shape {shape}, {activation}")
 
 
 # --- the gradient ----------------------------------------------------------------------------------------
@@ -80,6 +198,7 @@ def shard_step(x, y, begin, end):
     return loss, correct, {k: g.copy() for k, g in sgd.grads.items()}, model.named_buffers()
 
 
+@needs_mpi
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_the_reduced_gradient_is_the_mean_over_the_global_batch(ranks, tmp_path):
     """Per-rank batch norm: rank r's gradient g_r is one process's on rows [r·B//N, (r+1)·B//N) (its own batch
@@ -116,6 +235,7 @@ def test_the_reduced_gradient_is_the_mean_over_the_global_batch(ranks, tmp_path)
                                         rel=1e-6)
 
 
+@needs_mpi
 # --- the run folder, faults, signals, resuming ----------------------------------------------------------
 def test_only_rank_0_writes_one_run_folder(tmp_path):
     status, out, err = train(2, [*TINY, "--epochs", "2"], tmp_path)
@@ -149,6 +269,7 @@ sys.exit(distributed.run_job(train.main, {args!r}))
 """
 
 
+@needs_mpi
 def test_a_failing_rank_aborts_the_job_within_seconds(tmp_path):
     script = tmp_path / "fail.py"
     script.write_text(FAILING_SCRIPT.format(args=[*TINY, "--epochs", "3", "--out", str(tmp_path / "run")]))
@@ -160,6 +281,7 @@ def test_a_failing_rank_aborts_the_job_within_seconds(tmp_path):
     assert ended - failed_at < ABORT_SECONDS
 
 
+@needs_mpi
 def test_ctrl_c_to_mpiexec_saves_one_checkpoint_then_resumes_with_three_ranks(tmp_path):
     run = tmp_path / "run"
     job = mpiexec(2, ["-m", "tinyeffnet.train", *TINY, "--batch-size", "6", "--epochs", "40", "--out", str(run)],

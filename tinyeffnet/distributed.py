@@ -12,7 +12,8 @@ identical without being sent again. What else the ranks share:
 
     start        rank 0's parameters and buffers are broadcast once (``broadcast``)
     batch norm   per-rank batch statistics (Horovod's default); the running statistics travel in the same flat
-                 buffer, averaged with the weights n_r/B, so they are identical on every rank too
+                 buffer, averaged with the weights n_r/B, so they are identical on every rank too. Or the
+                 global batch's statistics (``SyncBatchNorm``, ``use_sync_batchnorm``)
     loss         the global batch's mean loss and correct count (a 3-number Allreduce before the backward), so
                  a loss that is not finite on any rank stops every rank at the same step
     signals      Ctrl-C or SIGTERM to ``mpiexec`` (which forwards them to the ranks): after every step the ranks
@@ -37,6 +38,10 @@ import numpy as np
 from tinyeffnet.cli import run_cli
 from tinyeffnet.engine import EXIT_SIGNAL, World
 from tinyeffnet.errors import TinyEffNetError
+from tinyeffnet.kernels.activations import relu6_backward, swish_backward
+from tinyeffnet.kernels.batchnorm import update_running_stats
+from tinyeffnet.kernels.batchnorm_act import batchnorm_act_eval_forward
+from tinyeffnet.layers import BatchNorm
 
 # What launchers set in every process they start: MPICH's Hydra, Open MPI, and PMIx-based ones (Slurm's srun)
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
@@ -97,11 +102,15 @@ class MPIWorld(World):
                 raise TinyEffNetError("training over MPI runs on the CPU: leave out --device cuda")
             self.comm.Bcast(array, root=0)
 
+    def sum(self, totals):
+        """``totals`` (a float64 array) ← its sum over the ranks, in place."""
+        self.comm.Allreduce(self.MPI.IN_PLACE, totals, op=self.MPI.SUM)
+        return totals
+
     def batch_mean(self, loss, correct, count):
         """(mean loss, correct count) over the global batch, from this rank's mean ``loss`` and ``correct``
         over its ``count`` rows."""
-        totals = np.array([loss * count, correct, count], np.float64)
-        self.comm.Allreduce(self.MPI.IN_PLACE, totals, op=self.MPI.SUM)
+        totals = self.sum(np.array([loss * count, correct, count], np.float64))
         return totals[0] / totals[2], int(totals[1])
 
     def reduce_gradients(self, grads, count, statistics):
@@ -147,3 +156,62 @@ def run_job(main, argv=None):
               f"{MPI.COMM_WORLD.Get_size()} processes", file=sys.stderr, flush=True)
         MPI.COMM_WORLD.Abort(status)
     return status
+
+
+# --- synchronised batch norm ---------------------------------------------------------------------------------
+ACTIVATION_BACKWARD = {None: lambda u, dz: dz, "swish": swish_backward, "relu6": relu6_backward}
+
+
+class SyncBatchNorm(BatchNorm):
+    """Batch norm whose training statistics are those of the global batch, over every rank of ``world``.
+
+    Forward, per channel over the M values of all ranks (M_r = n_r·H·W here): μ = (1/M)·Σ x, then
+    σ² = (1/M)·Σ (x − μ)² (two sums over ranks: two-pass, as accurate as one process), then the layer's
+    z = act(u), u = γ·x̂ + β, x̂ = (x − μ)/sqrt(σ² + ε); the running statistics are updated with count M.
+
+    Backward. For the gradient G = ∂L/∂u of the global batch's mean loss L, as one process over the whole
+    batch: ∂L/∂x = γ/σ·(G − (1/M)·Σ G − x̂·(1/M)·Σ G·x̂), sums over all ranks. A rank's upstream gradient is
+    that of its own mean loss, d = (B/n_r)·G, so the ranks add up n_r·Σd and n_r·Σd·x̂ (and n_r, giving B), and
+    return dx in the rank's units, (B/n_r)·∂L/∂x = γ/σ·(d − (Σ n_r·Σd + x̂·Σ n_r·Σd·x̂)/(n_r·M)). dγ = Σ d·x̂ and
+    dβ = Σ d stay local: ``MPIWorld.reduce_gradients`` weights them by n_r/B like every gradient.
+    With one rank these are ``BatchNorm``'s formulas. CPU only; evaluation is ``BatchNorm``'s."""
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        p, b = self.params, self.buffers
+        x2 = x.reshape(-1, x.shape[-1])
+        first = self.world.sum(np.append(x2.sum(axis=0, dtype=np.float64), len(x2)))
+        self.count, mean = int(first[-1]), first[:-1] / first[-1]
+        var = self.world.sum(np.square(x2 - mean).sum(axis=0)) / self.count
+        self.x, self.mean, self.var = x, mean.astype(x.dtype), var.astype(x.dtype)
+        b["running_mean"], b["running_var"] = update_running_stats(
+            b["running_mean"], b["running_var"], self.mean, self.var, self.count,
+            self.momentum if self.momentum_override is None else self.momentum_override)
+        b["num_batches_tracked"] += 1
+        return batchnorm_act_eval_forward(x, p["gamma"], p["beta"], self.mean, self.var, self.epsilon,
+                                          self.activation)
+
+    def backward(self, dz):
+        p = self.params
+        x, mean, var = self.release("x", "mean", "var")
+        x2, rows = x.reshape(-1, x.shape[-1]), len(x)
+        inv_std = 1.0 / np.sqrt(var.astype(np.float64) + self.epsilon)
+        x_hat = (x2 - mean) * inv_std
+        d = ACTIVATION_BACKWARD[self.activation](x_hat * p["gamma"] + p["beta"], dz.reshape(x2.shape).astype(np.float64))
+        sums = np.concatenate([d.sum(axis=0), (d * x_hat).sum(axis=0)])      # Σd, Σd·x̂ per channel
+        total = self.world.sum(np.append(rows * sums, rows))[:-1]
+        channels = len(var)
+        dx = p["gamma"] * inv_std * (d - (total[:channels] + x_hat * total[channels:]) / (rows * self.count))
+        self.accumulate("gamma", sums[channels:].astype(x.dtype))
+        self.accumulate("beta", sums[:channels].astype(x.dtype))
+        return dx.astype(x.dtype).reshape(x.shape)
+
+
+def use_sync_batchnorm(model, world):
+    """Make every ``BatchNorm`` of ``model`` a ``SyncBatchNorm`` over ``world`` (an ``MPIWorld``): each keeps its
+    arrays (the ones the optimizer holds) and changes only its class, hence its forward and backward."""
+    for _, layer in model.named_layers():
+        if isinstance(layer, BatchNorm):
+            layer.__class__, layer.world = SyncBatchNorm, world
+    return model

@@ -25,8 +25,9 @@ from hypothesis import strategies as st
 from test_batchnorm import EPS, nhwc_shapes, random_inputs, seeds
 from tolerances import LONG_SUMS_F64
 
-from tinyeffnet import engine
+from tinyeffnet import distributed, engine
 from tinyeffnet.distributed import use_sync_batchnorm
+from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.kernels.batchnorm_act import batchnorm_act_train_backward, batchnorm_act_train_forward
 from tinyeffnet.layers import BatchNorm
 from tinyeffnet.model import EfficientNet
@@ -65,6 +66,21 @@ def finish(job, timeout=JOB_TIMEOUT):
 
 def train(ranks, args, cwd):
     return finish(mpiexec(ranks, ["-m", "tinyeffnet.train", *args], cwd))
+
+
+# --- which world ---------------------------------------------------------------------------------------------
+def test_without_a_launcher_training_is_one_process(monkeypatch):
+    for name in distributed.LAUNCHER_SIZE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setitem(sys.modules, "mpi4py", None)          # not even looked at
+    assert distributed.make_world() == engine.World()
+
+
+def test_a_launcher_without_mpi4py_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("PMI_SIZE", "2")
+    monkeypatch.setitem(sys.modules, "mpi4py", None)          # import mpi4py raises ImportError
+    with pytest.raises(TinyEffNetError, match=r"one of 2 MPI processes, but mpi4py is not installed: pip install"):
+        distributed.make_world()
 
 
 # --- synchronised batch norm -----------------------------------------------------------------------------------

@@ -46,8 +46,8 @@ from tinyeffnet.engine import EXIT_SIGNAL, Interrupted, RunState, Trainer, World
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.pretrained import AVAILABLE
-from tinyeffnet.scaling import ModelConfig
 from tinyeffnet.progress import format_seconds
+from tinyeffnet.scaling import ModelConfig
 
 # The recipe: the command's defaults (tinyeffnet.bench and tools/train_torch.py take theirs from here)
 DEFAULT_EPOCHS = 60
@@ -194,12 +194,13 @@ def finished(requested, args, resumed):
     done = resumed.state.epoch
     extend = f"to train longer, add --epochs M (M > {done})"
     if requested is not None and requested < done:
-        raise TinyEffNetError(f"--epochs {requested} is fewer than the {epochs(done)} {resumed.run_dir} has "
+        raise TinyEffNetError(f"--epochs {requested} is fewer than the {count_epochs(done)} {resumed.run_dir} has "
                               f"already trained; {extend}")
-    return None if done < args.epochs else f"{resumed.run_dir} already finished its {epochs(done)}; {extend}"
+    return None if done < args.epochs else f"{resumed.run_dir} already finished its {count_epochs(done)}; {extend}"
 
 
-def epochs(n):
+def count_epochs(n):
+    """"1 epoch", "3 epochs"."""
     return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
@@ -331,8 +332,8 @@ def print_estimate(args, trainer):
     remaining = args.epochs * trainer.steps_per_epoch - (trainer.state.epoch * trainer.steps_per_epoch
                                                          + trainer.state.step_in_epoch)
     say(f"estimate  {step:.2f} s per step of {args.batch_size} images → {format_seconds(step * trainer.steps_per_epoch)} "
-        f"per epoch, about {format_seconds(step * remaining)} for the {epochs(args.epochs - trainer.state.epoch)} "
-        "to go (plus evaluation)", flush=True)
+        f"per epoch, about {format_seconds(step * remaining)} for the "
+        f"{count_epochs(args.epochs - trainer.state.epoch)} to go (plus evaluation)", flush=True)
 
 
 if __name__ == "__main__":

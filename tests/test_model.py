@@ -204,7 +204,7 @@ def test_summary_cli_json():
 
 def test_summary_cli_rejects_bad_input():
     result = subprocess.run([sys.executable, "-m", "tinyeffnet.summary", "--phi", "-1"], capture_output=True, text=True)
-    assert result.returncode == 2 and "--phi must be" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "argument --phi: must be" in result.stderr and "Traceback" not in result.stderr
     with pytest.raises(TinyEffNetError):
         from tinyeffnet.checkpoint import config_from_dict
         config_from_dict({"name": "x", "bogus": 1}, "test")

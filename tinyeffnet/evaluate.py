@@ -1,7 +1,6 @@
 """``python -m tinyeffnet.evaluate RUN_OR_CHECKPOINT``: test accuracy, per-class accuracy and a
 confusion-matrix PNG for a trained model."""
 
-import argparse
 import json
 import os
 import sys
@@ -10,7 +9,7 @@ import numpy as np
 
 from tinyeffnet import data as datasets
 from tinyeffnet.checkpoint import checkpoint_path
-from tinyeffnet.cli import run_cli
+from tinyeffnet.cli import make_parser, run_cli
 from tinyeffnet.engine import evaluate
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.model import EfficientNet
@@ -25,7 +24,7 @@ def confusion_matrix(labels, predictions, num_classes):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tinyeffnet.evaluate", description=__doc__.splitlines()[0])
+    p = make_parser("python -m tinyeffnet.evaluate", __doc__)
     p.add_argument("checkpoint", help="a run folder (uses best.npz), a .npz checkpoint or a .safetensors export")
     p.add_argument("--data-dir", help="folder holding the dataset (default: the one the run used)")
     p.add_argument("--out", help="where to write confusion.png (default: beside the checkpoint)")

@@ -5,13 +5,12 @@ Multiply-adds count the products of convolutions and linear layers in one forwar
 are found by running the network once on a blank image and asking each layer what its call cost.
 """
 
-import argparse
 import json
 import sys
 
 import numpy as np
 
-from tinyeffnet.cli import add_model_arguments, build_config, run_cli
+from tinyeffnet.cli import add_model_arguments, build_config, make_parser, run_cli
 from tinyeffnet.model import EfficientNet
 
 
@@ -39,7 +38,7 @@ def summarize(model, resolution=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tinyeffnet.summary", description=__doc__.splitlines()[0])
+    parser = make_parser("python -m tinyeffnet.summary", __doc__)
     add_model_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)

@@ -24,7 +24,7 @@ import numpy as np
 from tinyeffnet.device import require_cuda
 
 KERNELS = ("activations", "batchnorm", "batchnorm_act", "conv2d", "depthwise", "dropout", "elementwise",
-           "linear", "loss", "pointwise", "pooling", "scale", "sgd")
+           "linear", "loss", "pointwise", "pooling", "scale", "sgd", "rmsprop", "adamw", "ema")
 DEVICES = ("cpu", "cuda")
 
 

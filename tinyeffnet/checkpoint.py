@@ -5,8 +5,10 @@ position in the schedule).
 Layout of the archive (read with ``allow_pickle=False``: nothing in it can run code):
 
     __meta__            uint8 bytes of a JSON object: format name and version, the ModelConfig, training state
-    model/<name>        one array per parameter or buffer, by the model's dotted names
-    optimizer/<name>    the optimiser's arrays (momentum buffers), when saved from training
+    model/<name>        one array per parameter or buffer, by the model's dotted names: the weights trained
+    optimizer/<name>    the optimiser's arrays (``Optimizer.state_dict``), when saved from training
+    average/<name>      with ``--ema``, the weights' moving average (``WeightAverage.state_dict``): the weights
+                        the run evaluated, which ``evaluated_state`` puts in place of ``model/``
 
 Writes are atomic: the archive goes to a temporary file in the same folder, is flushed and fsynced,
 then renamed over the old one, so a crash or a full disk never leaves a half-written checkpoint.
@@ -27,11 +29,12 @@ import numpy as np
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.layers import ACTIVATIONS
 from tinyeffnet.model import EfficientNet
-from tinyeffnet.scaling import ModelConfig
+from tinyeffnet.scaling import INITS, ModelConfig
 
 FORMAT = "tinyeffnet-checkpoint"
 VERSION = 1
 META = "__meta__"
+AVERAGE = "average/"
 SAFETENSORS_SUFFIX = ".safetensors"
 FILE_MODE = 0o666                                   # before the umask, as open() would create the file
 
@@ -70,10 +73,12 @@ def atomic_write(path, write):
         raise
 
 
-def save_checkpoint(path, model, optimizer=None, training=None):
+def save_checkpoint(path, model, optimizer=None, training=None, average=None):
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     if optimizer is not None:
         arrays.update({f"optimizer/{k}": v for k, v in optimizer.state_dict().items()})
+    if average is not None:
+        arrays.update({f"{AVERAGE}{k}": v for k, v in average.state_dict().items()})
     meta = dict(format=FORMAT, version=VERSION, config=model.config.to_dict(), training=training)
     arrays[META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     atomic_write(path, lambda f: np.savez(f, **arrays))
@@ -95,7 +100,10 @@ def check_header(meta, path, format_name, newest):
 
 
 def load_checkpoint(path):
-    """Read a checkpoint: ``(config, model_state, optimizer_state, training)``; any problem is a TinyEffNetError."""
+    """Read a checkpoint: ``(config, model_state, optimizer_state, training)``; any problem is a TinyEffNetError.
+
+    ``optimizer_state`` holds the optimiser's arrays and, from a run with ``--ema``, the average's under
+    ``average/<name>`` (``average_state`` picks them out)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise TinyEffNetError(f"checkpoint {path} does not exist (give a .npz or {SAFETENSORS_SUFFIX} file or a "
@@ -114,7 +122,22 @@ def load_checkpoint(path):
     config = config_from_dict(meta.get("config"), path)
     model_state = {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")}
     optimizer_state = {k[len("optimizer/"):]: v for k, v in arrays.items() if k.startswith("optimizer/")}
+    optimizer_state.update({k: v for k, v in arrays.items() if k.startswith(AVERAGE)})
     return config, model_state, optimizer_state, meta.get("training")
+
+
+def average_state(optimizer_state):
+    """The weight average's state (``WeightAverage.state_dict``) in what ``load_checkpoint`` returns as
+    ``optimizer_state``: empty for a run without ``--ema``."""
+    return {k[len(AVERAGE):]: v for k, v in optimizer_state.items() if k.startswith(AVERAGE)}
+
+
+def evaluated_state(model_state, optimizer_state):
+    """The weights a checkpoint's run evaluated: ``model_state``, with the moving average's arrays in place of
+    the trained ones when the run kept one (``--ema``: every epoch's evaluation used the average)."""
+    average = average_state(optimizer_state)
+    prefix = "average."                     # WeightAverage.state_dict's names: average.<name>, and its step
+    return {**model_state, **{k[len(prefix):]: v for k, v in average.items() if k.startswith(prefix)}}
 
 
 def config_from_dict(d, source):
@@ -139,7 +162,8 @@ def config_from_dict(d, source):
     try:
         config = ModelConfig(**d)
         if config.width <= 0 or config.depth <= 0 or config.resolution < 1 or config.num_classes < 1 \
-                or config.stem_stride not in (1, 2) or config.activation not in ACTIVATIONS:
+                or config.stem_stride not in (1, 2) or config.activation not in ACTIVATIONS \
+                or config.init not in INITS:
             raise ValueError("out of range")
     except (TypeError, ValueError) as e:
         raise bad(str(e)) from e
@@ -155,8 +179,8 @@ def load_into(model, state, source):
 
 
 def load_model(path, dtype=np.float32):
-    """Build the model a checkpoint describes and load its weights."""
-    config, state, _, _ = load_checkpoint(path)
+    """Build the model a checkpoint describes and load the weights its run evaluated (``evaluated_state``)."""
+    config, state, optimizer_state, _ = load_checkpoint(path)
     model = EfficientNet(config, dtype=dtype)
-    load_into(model, state, path)
+    load_into(model, evaluated_state(state, optimizer_state), path)
     return model

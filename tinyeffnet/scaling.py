@@ -27,6 +27,8 @@ DROP_CONNECT_RATE = 0.2               # stochastic-depth rate of the last block 
 BN_MOMENTUM = 0.99                    # TensorFlow sense: running = 0.99·running + 0.01·batch
 BN_EPSILON = 1e-3
 CIFAR_RESOLUTION = 32
+INITS = ("paper", "stable")           # model.initialise: the paper's initialisation, or one a deep stack learns from
+DEFAULT_INIT = "stable"
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ class ModelConfig:
     drop_connect: float = DROP_CONNECT_RATE
     bn_momentum: float = BN_MOMENTUM
     bn_epsilon: float = BN_EPSILON
+    init: str = DEFAULT_INIT          # one of INITS (model.initialise); older configs load as "stable" (then their weights)
 
     def stages(self):
         """The B0 table scaled by this config's width and depth."""

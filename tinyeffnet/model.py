@@ -36,11 +36,13 @@ def initialise(model, scheme, rng):
     * the classifier uniform(±1/√F) for F input features (PyTorch's default ``Linear`` bound): the logits
       no longer grow as the class count shrinks, and the first loss is close to ln K;
     * γ = 0 in the last batch norm of every block with a skip (``MBConv.start_as_identity``; Goyal et al.
-      2017, timm's ``zero_init_last``): each residual block starts as the identity, so the stem's features
-      reach the head unchanged through any depth, and each block's branch grows from zero as γ learns.
+      2017, timm's ``zero_init_last``): each residual block starts as the identity, so at first only the
+      blocks that change the shape (the first of each stage) transform the signal, however deep the stages,
+      and each residual branch grows from zero as its γ learns.
 
     Measured on CIFAR-10 (issue 20): a 2-epoch run on 5,000 images stays at 10 % test accuracy with "paper"
-    and reaches about 26 % with "stable"."""
+    and reaches about 26 % with "stable". The first step's loss on the synthetic set with a tiny network
+    (``tests/test_recipe.py``, five seeds): 1.43–1.70 · ln K with "paper", 1.01–1.07 · ln K with "stable"."""
     if scheme not in INITS:
         raise ValueError(f"unknown initialisation {scheme!r}; choose one of {', '.join(INITS)}")
     if scheme == "paper":

@@ -1,14 +1,15 @@
 """Checkpoints: one ``.npz`` file holding the weights, the batch-norm buffers, the architecture and,
-for training runs, everything needed to resume exactly (optimiser state, random-generator states and the
-position in the schedule).
+for training runs, everything needed to resume exactly (optimiser state, the weight average, random-generator
+states and the position in the schedule).
 
 Layout of the archive (read with ``allow_pickle=False``: nothing in it can run code):
 
     __meta__            uint8 bytes of a JSON object: format name and version, the ModelConfig, training state
     model/<name>        one array per parameter or buffer, by the model's dotted names: the weights trained
     optimizer/<name>    the optimiser's arrays (``Optimizer.state_dict``), when saved from training
-    average/<name>      with ``--ema``, the weights' moving average (``WeightAverage.state_dict``): the weights
-                        the run evaluated, which ``evaluated_state`` puts in place of ``model/``
+    average/<name>      with ``--ema``, the weights' moving average (``WeightAverage.state_dict``: average.<name>
+                        and its step): the weights the run evaluated, which ``evaluated_state`` puts in place
+                        of ``model/``
 
 Writes are atomic: the archive goes to a temporary file in the same folder, is flushed and fsynced,
 then renamed over the old one, so a crash or a full disk never leaves a half-written checkpoint.

@@ -119,7 +119,7 @@ class ModelConfig:
     drop_connect: float = DROP_CONNECT_RATE
     bn_momentum: float = BN_MOMENTUM
     bn_epsilon: float = BN_EPSILON
-    init: str = DEFAULT_INIT          # one of INITS (model.initialise); older configs load as "stable" (then their weights)
+    init: str = DEFAULT_INIT          # one of INITS (model.initialise); configs saved before it load as "stable"
 
     def stages(self):
         """The B0 table scaled by this config's width and depth."""

@@ -109,7 +109,8 @@ def add_recipe_arguments(parser):
                    help="sgd: momentum, Nesterov's unless --no-nesterov; rmsprop: TensorFlow's, the paper's "
                         "(--rmsprop-decay, --momentum, --eps); adamw: decoupled weight decay (--betas, --eps). "
                         "--weight-decay applies to each (see tinyeffnet.optim)")
-    r.add_argument("--rmsprop-decay", type=float, default=rmsprop["decay"], help="RMSProp's decay ρ of the mean square")
+    r.add_argument("--rmsprop-decay", type=float, default=rmsprop["decay"],
+                   help="RMSProp's decay ρ of the mean square")
     r.add_argument("--betas", type=float, nargs=2, default=[adamw["beta1"], adamw["beta2"]],
                    metavar=("BETA1", "BETA2"), help="AdamW's decays β1, β2 of the gradient's mean and mean square")
     r.add_argument("--eps", type=float, help=f"ε of RMSProp and AdamW (default: {rmsprop['epsilon']:g} for rmsprop, "

@@ -44,6 +44,11 @@ class MBConv(Layer):
         return cls(in_channels, out_channels, stage.kernel, stride, stage.expand, stage.se_ratio, drop_rate,
                    config, rng, noise_rng, dtype)
 
+    def start_as_identity(self):
+        """γ = 0 in the projection's batch norm: the branch then outputs β = 0, so a block with a skip computes
+        y = x until γ learns (Goyal et al. 2017; timm's ``zero_init_last``). ``model.initialise`` says when."""
+        self.project_bn.params["gamma"][...] = 0
+
     def branch_layers(self):
         """The residual branch's layers in forward order."""
         names = ("expand", "expand_bn", "depthwise", "depthwise_bn", "se", "project", "project_bn")

@@ -29,6 +29,8 @@ DROP_CONNECT_RATE = 0.2               # stochastic-depth rate of the last block 
 BN_MOMENTUM = 0.99                    # TensorFlow sense: running = 0.99·running + 0.01·batch
 BN_EPSILON = 1e-3
 CIFAR_RESOLUTION = 32
+INITS = ("paper", "stable")           # model.initialise: the paper's initialisation, or one a deep stack learns from
+DEFAULT_INIT = "stable"
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,7 @@ class ModelConfig:
     bn_momentum: float = BN_MOMENTUM
     bn_epsilon: float = BN_EPSILON
     family: str = DEFAULT_FAMILY
+    init: str = DEFAULT_INIT          # one of INITS (model.initialise); configs saved before it load as "stable"
 
     @property
     def base(self):

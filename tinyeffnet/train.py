@@ -1,4 +1,4 @@
-"""``python -m tinyeffnet.train --phi 0 --dataset cifar10``: train EfficientNet with minibatch SGD.
+"""``python -m tinyeffnet.train --phi 0 --dataset cifar10``: train EfficientNet with minibatch SGD, RMSProp or AdamW.
 
 The command: its arguments and their checks, the plan it prints, and ``main``, which prepares the data and
 the model (or the run it resumes) and hands them to the training engine (``tinyeffnet.engine``: the step, the
@@ -16,6 +16,12 @@ no new folder behind (only the --freeze-body features cache is kept, for the nex
 that existed is never removed. Resuming a run that has trained all its epochs says how to extend it and does
 nothing.
 
+The recipe beyond the learning rate: ``--optimizer`` (sgd, rmsprop as the paper, adamw; ``tinyeffnet.optim``)
+with its hyper-parameters; ``--ema DECAY``, a moving average of the weights (``tinyeffnet.averaging``), which
+each epoch then evaluates and the checkpoints keep beside the trained weights; ``--tta``, the test images also
+averaged with their mirrors, reported beside the plain accuracy (``test_acc_tta``); ``--init``, the paper's
+initialisation or one that lets a deep stack learn from the first step (``model.initialise``, the default).
+
 The same seed and thread count give the same run, also across a resume (see ``tinyeffnet.engine``).
 Ctrl-C (or SIGTERM) finishes the current step, saves ``latest.npz`` and prints how to resume. Before the
 trainer exists (while a linear probe extracts its features) it stops at once, keeping the features finished.
@@ -32,22 +38,24 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from tinyeffnet import data as datasets
 from tinyeffnet import transfer
+from tinyeffnet.averaging import DECAY
 from tinyeffnet.cli import (add_model_arguments, build_config, fraction, make_parser, non_negative_float,
                             non_negative_int, positive_float, positive_int, run_cli)
 from tinyeffnet.device import require_cuda
-from tinyeffnet.engine import EXIT_SIGNAL, Interrupted, RunState, Trainer, World, stop_now
+from tinyeffnet.engine import EXIT_SIGNAL, Interrupted, RunState, Trainer, World, optimizer_settings, stop_now
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.files import atomic_write
 from tinyeffnet.model import EfficientNet
+from tinyeffnet.optim import OPTIMIZERS, hyper_parameters
 from tinyeffnet.pretrained import AVAILABLE
 from tinyeffnet.progress import format_seconds
-from tinyeffnet.scaling import ModelConfig
+from tinyeffnet.scaling import DEFAULT_INIT, INITS, ModelConfig
 from tinyeffnet.weights import open_weights
 
 # The recipe: the command's defaults (tinyeffnet.bench and tools/train_torch.py take theirs from here)
@@ -59,6 +67,7 @@ DEFAULT_MOMENTUM = 0.9
 DEFAULT_WEIGHT_DECAY = 5e-4
 DEFAULT_WARMUP_EPOCHS = 1.0
 DEFAULT_LABEL_SMOOTHING = 0.1
+DEFAULT_OPTIMIZER = "sgd"          # for now; the default recipe is to be chosen by measurement (issue 20)
 
 
 def parse_args(argv=None):
@@ -90,6 +99,7 @@ def parse_args(argv=None):
     t.add_argument("--seed", type=non_negative_int, default=0, help="shuffling, augmentation, initialisation, dropout")
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where the model trains (cuda: the numba.cuda kernels, on one GPU)")
+    add_recipe_arguments(p)
     tl = p.add_argument_group("transfer learning")
     tl.add_argument("--pretrained", action="store_true",
                     help=f"start from the ImageNet weights of --variant ({', '.join(AVAILABLE)}) with a new "
@@ -103,12 +113,50 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def add_recipe_arguments(parser):
+    """The optimiser and its hyper-parameters, weight averaging, test-time augmentation and the initialisation."""
+    rmsprop, adamw = hyper_parameters("rmsprop"), hyper_parameters("adamw")
+    r = parser.add_argument_group("optimiser, weight averaging, evaluation and initialisation")
+    r.add_argument("--optimizer", choices=list(OPTIMIZERS), default=DEFAULT_OPTIMIZER,
+                   help="sgd: momentum, Nesterov's unless --no-nesterov; rmsprop: TensorFlow's, the paper's "
+                        "(--rmsprop-decay, --momentum, --eps); adamw: decoupled weight decay (--betas, --eps). "
+                        "--weight-decay applies to each (see tinyeffnet.optim)")
+    r.add_argument("--rmsprop-decay", type=fraction, default=rmsprop["decay"],
+                   help="RMSProp's decay ρ of the mean square")
+    r.add_argument("--betas", type=fraction, nargs=2, default=[adamw["beta1"], adamw["beta2"]],
+                   metavar=("BETA1", "BETA2"), help="AdamW's decays β1, β2 of the gradient's mean and mean square")
+    r.add_argument("--eps", type=positive_float, help=f"ε of RMSProp and AdamW (default: {rmsprop['epsilon']:g} for rmsprop, "
+                   f"{adamw['epsilon']:g} for adamw)")
+    r.add_argument("--ema", type=fraction, metavar="DECAY",
+                   help=f"keep a moving average of the weights with this decay (the paper's is {DECAY}; warm-up "
+                        "min(DECAY, (1 + t) / (10 + t)) at step t), evaluate it after each epoch and keep it in the "
+                        "checkpoints (default: off)")
+    r.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: also evaluate the logits of each test image averaged with its "
+                        "mirror's, reported beside the plain accuracy (test_acc_tta), never instead")
+    r.add_argument("--init", choices=INITS, default=DEFAULT_INIT,
+                   help="paper: the paper's initialisation (classifier uniform ±1/√classes); stable: classifier "
+                        "uniform ±1/√features and every residual block starting as the identity (see "
+                        "tinyeffnet.model.initialise)")
+
+
+def check_recipe_arguments(args):
+    """What the parser's converters leave to check of ``add_recipe_arguments``: a decay of 0 would average
+    nothing, and --tta needs images to flip."""
+    if args.ema == 0:
+        raise TinyEffNetError(f"--ema must be a decay in (0, 1), e.g. {DECAY}, got {args.ema}")
+    if args.tta and args.freeze_body:
+        raise TinyEffNetError("--tta flips test images, but --freeze-body evaluates features computed once; "
+                              "leave out one of them")
+
+
 def validate(args):
     """What the parser cannot check flag by flag (it checked each number as it read it)."""
     if args.device == "cuda":
         if args.freeze_body:
             raise TinyEffNetError("--freeze-body computes the body's features on the CPU; leave out --device cuda")
         require_cuda()
+    check_recipe_arguments(args)
     transfer.check_arguments(args)
 
 
@@ -253,7 +301,7 @@ def main(argv=None):
         config, run_dir = resumed.config, resumed.run_dir
     else:
         num_classes = {"cifar100": 100}.get(args.dataset, 10)
-        config = build_config(args, num_classes=num_classes)
+        config = replace(build_config(args, num_classes=num_classes), init=args.init)
         run_dir = args.out or os.path.join("runs", f"{args.dataset}-{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     created = outermost_missing(run_dir) if world.is_main else None
     for sig in EXIT_SIGNAL:        # until the trainer takes over, Ctrl-C stops at once
@@ -318,10 +366,13 @@ def print_plan(args, config, model, data, run_dir, start):
     print(f"start     {start}")
     print(f"data      {args.dataset}: {len(data.train_images):,} training and {len(data.test_images):,} test "
           f"images from {data.source}")
-    print(f"recipe    SGD lr {args.lr} (warm-up {args.warmup_epochs} epochs, cosine decay), momentum "
-          f"{args.momentum}{' Nesterov' if args.nesterov else ''}, weight decay {args.weight_decay}, "
-          f"batch {args.batch_size}, label smoothing {args.label_smoothing}, dropout {config.dropout}, "
-          f"drop connect {config.drop_connect}")
+    settings = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in optimizer_settings(args).items())
+    print(f"recipe    {OPTIMIZERS[args.optimizer].__name__} lr {args.lr} (warm-up {args.warmup_epochs} epochs, cosine "
+          f"decay), {settings}, batch {args.batch_size}, label smoothing {args.label_smoothing}, dropout "
+          f"{config.dropout}, drop connect {config.drop_connect}")
+    evaluated = f"their moving average (EMA, decay {args.ema})" if args.ema else "the weights trained"
+    print(f"          init {config.init}; each epoch evaluates {evaluated}"
+          f"{', also with mirrored images (TTA)' if args.tta else ''}")
     print(f"run       {run_dir}", flush=True)
 
 

@@ -195,10 +195,20 @@ def test_tta_is_reported_beside_the_plain_figures(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--ema", "1.5"], "--ema must be a decay in (0, 1)"),
-    (["--betas", "0.9", "1.0"], r"--betas must be in [0, 1), got 1.0"),
-    (["--rmsprop-decay", "-0.1"], "--rmsprop-decay must be in [0, 1)"),
-    (["--eps", "0"], "--eps must be a finite number > 0, got 0.0"),
+    (["--ema", "1.5"], "argument --ema: must be a number in [0, 1), got '1.5'"),
+    (["--betas", "0.9", "1.0"], "argument --betas: must be a number in [0, 1), got '1.0'"),
+    (["--rmsprop-decay", "-0.1"], "argument --rmsprop-decay: must be a number in [0, 1), got '-0.1'"),
+    (["--eps", "0"], "argument --eps: must be a finite number > 0, got '0'"),
+])
+def test_bad_recipe_numbers_are_refused_by_the_parser(flags, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        train.main([*TINY, "--out", str(tmp_path / "r"), *flags])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--ema", "0"], "--ema must be a decay in (0, 1)"),
     (["--tta", "--freeze-body"], "--tta flips test images, but --freeze-body evaluates features"),
 ])
 def test_bad_recipe_flags_say_which(flags, message, tmp_path):

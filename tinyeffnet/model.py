@@ -1,7 +1,8 @@
 """EfficientNet: stem → stages of blocks → head → pool → dropout → classifier, built from a ``ModelConfig``.
 
     stem     3×3 conv, stride 2 (1 with the CIFAR adaptation) → BN + act       (N, R/2, R/2, 32·w)
-    stages   the rows of the family's table (``scaling.B0_STAGES``), scaled by width and depth
+    stages   the rows of the family's table (``scaling.B0_STAGES``, ``V2_BASE_STAGES``, …), scaled by
+             width and depth: MBConv blocks, and Fused-MBConv in EfficientNetV2's early stages
     head     1×1 conv → BN + act                                               (N, ·, ·, 1280·w)
     pool     global average                                                    (N, 1280·w)
     dropout  at the variant's rate, then a linear classifier                   (N, num_classes)
@@ -18,12 +19,13 @@ import numpy as np
 
 from tinyeffnet.backend import backend_of
 from tinyeffnet.errors import TinyEffNetError
+from tinyeffnet.fused_mbconv import FusedMBConv
 from tinyeffnet.layers import BatchNorm, Conv2d, Dropout, GlobalAvgPool, Layer, Linear, PointwiseConv2d
 from tinyeffnet.mbconv import MBConv
 
 IMAGE_CHANNELS = 3
 STEM_KERNEL = 3
-BLOCKS = {"mbconv": MBConv}    # Stage.block → the block class
+BLOCKS = {"mbconv": MBConv, "fused_mbconv": FusedMBConv}    # Stage.block → the block class
 
 
 class EfficientNet(Layer):

@@ -66,7 +66,8 @@ B0_STAGES = (                          # the first stage's input, 32, is the ste
 )
 
 
-#                 block       repeats kernel stride expand in  out  SE         (V2: every kernel is 3×3)
+# EfficientNetV2 (automl effnetv2_configs.py; torchvision and timm have the same rows): every kernel 3×3,
+# no SE in the Fused-MBConv stages. Same columns as B0_STAGES: block, repeats, kernel, stride, expand, in, out, SE.
 V2_BASE_STAGES = (                     # V2-B0; the stem is a 3×3 stride-2 conv to 32 channels
     Stage("fused_mbconv", 1, 3, 1, 1, 32, 16, 0.0),
     Stage("fused_mbconv", 2, 3, 2, 4, 16, 32, 0.0),
@@ -126,14 +127,14 @@ class Family:
         return self.stages[0].in_channels
 
 
-V2 = dict(round_limit=V2_ROUND_LIMIT, bn_momentum=V2_BN_MOMENTUM)
+V2_RULES = dict(round_limit=V2_ROUND_LIMIT, bn_momentum=V2_BN_MOMENTUM)   # every V2 family rounds and normalises so
 FAMILIES = {
     "efficientnet": Family(B0_STAGES, head_channels=1280),
-    "efficientnetv2": Family(V2_BASE_STAGES, head_channels=1280, **V2),
-    "efficientnetv2-s": Family(V2_S_STAGES, head_channels=1280, **V2),
-    "efficientnetv2-m": Family(V2_M_STAGES, head_channels=1280, **V2),
-    "efficientnetv2-l": Family(V2_L_STAGES, head_channels=1280, **V2),
-    "efficientnetv2-xl": Family(V2_XL_STAGES, head_channels=1280, **V2),
+    "efficientnetv2": Family(V2_BASE_STAGES, head_channels=1280, **V2_RULES),
+    "efficientnetv2-s": Family(V2_S_STAGES, head_channels=1280, **V2_RULES),
+    "efficientnetv2-m": Family(V2_M_STAGES, head_channels=1280, **V2_RULES),
+    "efficientnetv2-l": Family(V2_L_STAGES, head_channels=1280, **V2_RULES),
+    "efficientnetv2-xl": Family(V2_XL_STAGES, head_channels=1280, **V2_RULES),
 }
 DEFAULT_FAMILY = "efficientnet"        # what a config saved before families existed was built from
 
@@ -222,7 +223,8 @@ class ModelConfig:
         return FAMILIES[self.family]
 
     def stages(self):
-        """The family's stage table (B0's for EfficientNet, V2-Base's for V2-B0–B3) scaled by this config's width and depth."""
+        """The family's stage table (B0's for EfficientNet, V2-Base's for V2-B0–B3) scaled by this config's
+        width and depth."""
         table = self.base.stages
         last = len(table) - 1
         out = []

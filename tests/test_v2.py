@@ -1,5 +1,5 @@
 """EfficientNetV2 as table rows: exact parameter and multiply-add counts against the references
-(torchvision, timm, automl; ``/work/shared/design/efficientnetv2.md`` §3), V2's rounding and block layout,
+(torchvision's num_params, timm's param_count, automl's count_params), V2's rounding and block layout,
 compound scaling of V2-Base, and the commands (summary, checkpoints, training, the refused export)."""
 
 import json
@@ -45,8 +45,8 @@ def test_parameter_counts_match_the_references(name):
 
 
 def test_multiply_adds_at_the_evaluation_size():
-    """Convolutions, SE and classifier: B0 0.718 G at 224 and S 8.366 G at 384, as computed in the design
-    notes from the reference tables (timm's GMACs, 0.73 and 8.44, also count BN and elementwise work)."""
+    """Convolutions, SE and classifier: B0 0.718 G at 224 and S 8.366 G at 384 (automl's README: 0.72 B and
+    8.4 B; timm's GMACs, 0.73 and 8.44, also count batch norm and elementwise work)."""
     assert sum(r[4] for r in summarize(EfficientNet(config_for_variant("v2-b0")))) == 718_086_176
     assert sum(r[4] for r in summarize(EfficientNet(config_for_variant("v2-s")))) == 8_365_617_152
 

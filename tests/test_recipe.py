@@ -238,14 +238,16 @@ def test_the_stable_init_starts_near_ln_k_and_the_paper_s_well_above():
     assert np.all(first_step_losses("paper") > 1.3)
 
 
-def test_the_stable_init_makes_every_residual_block_the_identity():
-    config = ModelConfig(name="t", width=0.25, depth=0.5, resolution=16, dropout=0.0, num_classes=K)
+@pytest.mark.parametrize("family", ["efficientnet", "efficientnetv2"])
+def test_the_stable_init_makes_every_residual_block_the_identity(family):
+    config = ModelConfig(name="t", width=0.25, depth=0.5, resolution=16, dropout=0.0, num_classes=K, family=family)
     rng = np.random.default_rng(0)
     for init, identity in (("stable", True), ("paper", False)):
         blocks = [b for b in EfficientNet(replace(config, init=init)).eval().blocks if b.has_skip]
         assert len(blocks) >= 3
         for block in blocks:
-            x = rng.standard_normal((2, 5, 5, block.project.params["weight"].shape[1]), dtype=np.float32)
+            channels = block.branch_layers()[-1].params["gamma"].shape[0]
+            x = rng.standard_normal((2, 5, 5, channels), dtype=np.float32)
             assert np.array_equal(block.forward(x), x) == identity
 
 

@@ -1,7 +1,8 @@
 """EfficientNet: stem → stages of blocks → head → pool → dropout → classifier, built from a ``ModelConfig``.
 
     stem     3×3 conv, stride 2 (1 with the CIFAR adaptation) → BN + act       (N, R/2, R/2, 32·w)
-    stages   the rows of the family's table (``scaling.B0_STAGES``), scaled by width and depth
+    stages   the rows of the family's table (``scaling.B0_STAGES``, ``V2_BASE_STAGES``, …), scaled by
+             width and depth: MBConv blocks, and Fused-MBConv in EfficientNetV2's early stages
     head     1×1 conv → BN + act                                               (N, ·, ·, 1280·w)
     pool     global average                                                    (N, 1280·w)
     dropout  at the variant's rate, then a linear classifier                   (N, num_classes)
@@ -20,13 +21,14 @@ import numpy as np
 
 from tinyeffnet.backend import backend_of
 from tinyeffnet.errors import TinyEffNetError
+from tinyeffnet.fused_mbconv import FusedMBConv
 from tinyeffnet.layers import BatchNorm, Conv2d, Dropout, GlobalAvgPool, Layer, Linear, PointwiseConv2d
 from tinyeffnet.mbconv import MBConv
 from tinyeffnet.scaling import INITS
 
 IMAGE_CHANNELS = 3
 STEM_KERNEL = 3
-BLOCKS = {"mbconv": MBConv}    # Stage.block → the block class
+BLOCKS = {"mbconv": MBConv, "fused_mbconv": FusedMBConv}    # Stage.block → the block class
 
 
 def initialise(model, scheme, rng):
@@ -41,7 +43,7 @@ def initialise(model, scheme, rng):
 
     * the classifier uniform(±1/√F) for F input features (PyTorch's default ``Linear`` bound): the logits
       no longer grow as the class count shrinks, and the first loss is close to ln K;
-    * γ = 0 in the last batch norm of every block with a skip (``MBConv.start_as_identity``; Goyal et al.
+    * γ = 0 in the last batch norm of every block with a skip (``ResidualBlock.start_as_identity``; Goyal et al.
       2017, timm's ``zero_init_last``): each residual block starts as the identity, so at first only the
       blocks that change the shape (the first of each stage) transform the signal, however deep the stages,
       and each residual branch grows from zero as its γ learns.

@@ -46,16 +46,16 @@ def main(argv=None):
     model = EfficientNet(config)
     rows = summarize(model)
     totals = dict(params=model.num_parameters(), macs=sum(r[4] for r in rows), resolution=config.resolution,
-                  width=config.width, depth=config.depth, name=config.name, num_classes=config.num_classes,
-                  stem_stride=config.stem_stride)
+                  width=config.width, depth=config.depth, name=config.name, family=config.family,
+                  num_classes=config.num_classes, stem_stride=config.stem_stride)
     if args.json:
         print(json.dumps(totals))
         return
     print(f"{'layer':<34}{'type':<18}{'output (H, W, C)':<20}{'params':>12}{'mult-adds':>16}")
     for name, kind, shape, params, macs in rows:
         print(f"{name:<34}{kind:<18}{str(shape):<20}{params:>12,}{macs:>16,}")
-    print(f"\n{config.name}: width {config.width:.4g}, depth {config.depth:.4g}, resolution {config.resolution}, "
-          f"{config.num_classes} classes")
+    print(f"\n{config.name} ({config.family}): width {config.width:.4g}, depth {config.depth:.4g}, "
+          f"resolution {config.resolution}, {config.num_classes} classes")
     print(f"total: {totals['params']:,} parameters, {totals['macs'] / 1e6:,.2f} M multiply-adds per image")
 
 

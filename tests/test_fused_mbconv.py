@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gradcheck import ATOL, RTOL, numerical_gradient
+from gradcheck import assert_block_gradients
 from tolerances import LONG_SUMS_F64
 from tinyeffnet.fused_mbconv import FusedMBConv
 from tinyeffnet.scaling import V2_BASE_STAGES, ModelConfig
@@ -85,21 +85,7 @@ def test_block_gradients_match_central_differences(seed, batch, size, in_channel
     """dL/dx and dL/dθ for L = Σ y·dy, every element, with the drop-connect mask held fixed (the noise
     generator is rewound before each forward)."""
     block, x = block_and_input(seed, batch, size, in_channels, out_channels, stride, expand)
-    noise = block.noise_rng.bit_generator.state
-    dy = np.random.default_rng(seed + 9).normal(size=block.forward(x).shape)
-
-    def loss():
-        block.noise_rng.bit_generator.state = noise
-        return float(np.sum(block.forward(x) * dy))
-
-    loss()
-    block.zero_grad()
-    dx = block.backward(dy)
-    grads = {name: g.copy() for name, g in block.named_grads().items()}
-    np.testing.assert_allclose(dx, numerical_gradient(loss, x), rtol=RTOL, atol=ATOL, err_msg="input")
-    for name, param in block.named_parameters().items():
-        np.testing.assert_allclose(grads[name], numerical_gradient(loss, param), rtol=RTOL, atol=ATOL,
-                                   err_msg=name)
+    assert_block_gradients(block, x, seed)
 
 
 def test_the_default_block_drops_some_samples_and_keeps_others():

@@ -42,3 +42,24 @@ def assert_gradients(forward, inputs, analytic, dy, atol=ATOL, rtol=RTOL):
     for name, grad in analytic.items():
         expected = numerical_gradient(loss, inputs[name])
         np.testing.assert_allclose(grad, expected, atol=atol, rtol=rtol, err_msg=f"gradient of {name}")
+
+
+def assert_block_gradients(block, x, seed):
+    """Check a block's backward (``x``'s gradient and every parameter's) against central differences of
+    ``L = sum(block.forward(x) · dy)`` for a random ``dy``, with the block's noise (drop connect) held fixed:
+    its generator is rewound before each forward, so every evaluation draws the same mask."""
+    noise = block.noise_rng.bit_generator.state
+    dy = np.random.default_rng(seed + 9).normal(size=block.forward(x).shape)
+
+    def loss():
+        block.noise_rng.bit_generator.state = noise
+        return float(np.sum(block.forward(x) * dy))
+
+    loss()
+    block.zero_grad()
+    dx = block.backward(dy)
+    grads = {name: g.copy() for name, g in block.named_grads().items()}
+    np.testing.assert_allclose(dx, numerical_gradient(loss, x), rtol=RTOL, atol=ATOL, err_msg="input")
+    for name, param in block.named_parameters().items():
+        np.testing.assert_allclose(grads[name], numerical_gradient(loss, param), rtol=RTOL, atol=ATOL,
+                                   err_msg=name)

@@ -1,27 +1,18 @@
 """The moving average of the weights: its kernel against NumPy, the warm-up decay over several updates,
 the swap in and out that restores the model's own arrays, and the state for resuming."""
 
-import importlib
-
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tinyeffnet.averaging import DECAY, WeightAverage
-from tinyeffnet.backend import CPU
 from tinyeffnet.kernels.ema import ema_update
 from tinyeffnet.layers import BatchNorm, Layer, Linear
 
 FLOAT64 = dict(rtol=1e-14, atol=1e-14)
 shapes = st.lists(st.integers(1, 6), min_size=1, max_size=3).map(tuple)
 seeds = st.integers(0, 2**16)
-
-
-@pytest.fixture(autouse=True)
-def cpu_backend_has_the_ema_kernel(monkeypatch):
-    """Until ``tinyeffnet.backend.KERNELS`` names ema (a merge step), hand it to the CPU backend."""
-    monkeypatch.setattr(CPU, "ema", importlib.import_module("tinyeffnet.kernels.ema"), raising=False)
 
 
 @given(shapes, seeds, st.lists(st.floats(0, 1), min_size=1, max_size=4))

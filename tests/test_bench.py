@@ -43,7 +43,7 @@ def test_vs_torch_without_torch_is_a_clear_error():
 @pytest.mark.parametrize("flag", ["--rounds", "--steps", "--threads", "--repeats"])
 def test_counts_below_one_are_refused(flag):
     done = bench(flag, "0")
-    assert done.returncode == 2 and f"{flag} must be at least 1" in done.stderr
+    assert done.returncode == 2 and f"argument {flag}: must be at least 1" in done.stderr
 
 
 def test_the_torch_worker_is_found_in_the_repository():

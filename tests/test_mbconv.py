@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gradcheck import ATOL, RTOL, numerical_gradient
+from gradcheck import assert_block_gradients
 from tinyeffnet.mbconv import MBConv
 from tinyeffnet.scaling import ModelConfig
 
@@ -34,22 +34,7 @@ def test_block_gradients_match_central_differences(seed, batch, size, in_channel
     generator is rewound before each forward); with the skip, seeds where the mask drops some samples
     and keeps others are the ones that exercise drop connect."""
     block, x = block_and_input(seed, batch, size, in_channels, out_channels, stride)
-    noise = block.noise_rng.bit_generator.state
-    y = block.forward(x)
-    dy = np.random.default_rng(seed + 9).normal(size=y.shape)
-
-    def loss():
-        block.noise_rng.bit_generator.state = noise
-        return float(np.sum(block.forward(x) * dy))
-
-    loss()
-    block.zero_grad()
-    dx = block.backward(dy)
-    grads = {name: g.copy() for name, g in block.named_grads().items()}
-    np.testing.assert_allclose(dx, numerical_gradient(loss, x), rtol=RTOL, atol=ATOL, err_msg="input")
-    for name, param in block.named_parameters().items():
-        np.testing.assert_allclose(grads[name], numerical_gradient(loss, param), rtol=RTOL, atol=ATOL,
-                                   err_msg=name)
+    assert_block_gradients(block, x, seed)
 
 
 def test_the_default_block_drops_some_samples_and_keeps_others():

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gradcheck import numerical_gradient
@@ -17,6 +17,7 @@ from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.kernels.loss import cross_entropy_backward, cross_entropy_forward
 import tinyeffnet.model as model_module
 import tinyeffnet.scaling as scaling
+from tinyeffnet.fused_mbconv import FusedMBConv
 from tinyeffnet.mbconv import MBConv
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.scaling import (B0_STAGES, Family, ModelConfig, compound_coefficients, config_for_phi,
@@ -77,6 +78,7 @@ def test_compound_scaling_rule():
 def test_every_stage_names_a_registered_block_type():
     for name in scaling.VARIANTS:
         assert {s.block for s in config_for_variant(name).stages()} <= set(model_module.BLOCKS)
+    assert model_module.BLOCKS["fused_mbconv"] is FusedMBConv
 
 
 def test_the_stage_table_chooses_the_block_class_and_the_family_the_widths(monkeypatch):
@@ -107,21 +109,26 @@ def test_cifar_adaptation_shapes():
     assert model.num_parameters() == EfficientNet(faithful).num_parameters()
 
 
+FAMILY_NAMES = ["efficientnet", "efficientnetv2"]   # B0's and V2-Base's: MBConv only, Fused-MBConv then MBConv
+
+
 def tiny_config(**overrides):
     base = ModelConfig(name="tiny", width=0.25, depth=0.1, resolution=16, dropout=0.0, num_classes=3,
                        drop_connect=0.0)
     return replace(base, **overrides)
 
 
-@settings(max_examples=3)
+@settings(max_examples=4)
 @given(seed=st.integers(0, 10_000), size=st.sampled_from([9, 16]), stem_stride=st.sampled_from([1, 2]),
-       se=st.booleans())
-def test_whole_network_gradients(seed, size, stem_stride, se):
-    """d loss / d θ for a sample of every parameter tensor and of the input, against central differences.
+       se=st.booleans(), family=st.sampled_from(FAMILY_NAMES))
+@example(seed=0, size=9, stem_stride=2, se=True, family="efficientnetv2")
+def test_whole_network_gradients(seed, size, stem_stride, se, family):
+    """d loss / d θ for a sample of every parameter tensor and of the input, against central differences,
+    for B0's family and V2-Base's (Fused-MBConv and MBConv blocks).
 
     The step is 1e-5 rather than the kernels' 1e-6: late batch norms normalise very few values (a 1×1
     map), which amplifies float64 round-off in the loss to ~1e-11, too much for a 1e-6 step."""
-    model = EfficientNet(tiny_config(stem_stride=stem_stride, se=se), seed=seed, dtype=np.float64)
+    model = EfficientNet(tiny_config(stem_stride=stem_stride, se=se, family=family), seed=seed, dtype=np.float64)
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(4, size, size, 3))
     y = np.array([0, 2, 1, 2])
@@ -143,10 +150,12 @@ def test_whole_network_gradients(seed, size, stem_stride, se):
             assert analytic[i] == pytest.approx(numeric, rel=1e-3, abs=1e-6), f"{name}[{i}]"
 
 
-def test_backward_leaves_no_saved_tensor():
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_backward_leaves_no_saved_tensor(family):
     """Every layer hands back what its forward kept (``Layer.release``) as the backward consumes it: after a
     training step no layer holds an array other than its parameters, gradients and buffers."""
-    model = EfficientNet(tiny_config(depth=0.5, dropout=0.3, drop_connect=0.5), dtype=np.float64).train()
+    model = EfficientNet(tiny_config(depth=0.5, dropout=0.3, drop_connect=0.5, family=family),
+                         dtype=np.float64).train()
     x = np.random.default_rng(0).normal(size=(4, 16, 16, 3))
     logits = model.forward(x)
     assert model.dropout.mask is not None and any(getattr(b, "keep", None) is not None for b in model.blocks)
@@ -204,7 +213,7 @@ def test_summary_cli_json():
 
 def test_summary_cli_rejects_bad_input():
     result = subprocess.run([sys.executable, "-m", "tinyeffnet.summary", "--phi", "-1"], capture_output=True, text=True)
-    assert result.returncode == 2 and "--phi must be" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "argument --phi: must be" in result.stderr and "Traceback" not in result.stderr
     with pytest.raises(TinyEffNetError):
         from tinyeffnet.checkpoint import config_from_dict
         config_from_dict({"name": "x", "bogus": 1}, "test")

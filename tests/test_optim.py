@@ -1,7 +1,6 @@
 """The optimisers (SGD, RMSProp, AdamW), weight decay only on weights, their state for resuming, gradient
 clipping and the learning-rate schedule: by hand, and each fused kernel against NumPy lines of its formula."""
 
-import importlib
 import math
 
 import numpy as np
@@ -9,7 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinyeffnet.backend import CPU
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.kernels.adamw import adamw_update
 from tinyeffnet.kernels.rmsprop import rmsprop_update
@@ -29,13 +27,6 @@ FLOAT64 = dict(rtol=1e-12, atol=1e-12)   # the kernels against NumPy, same formu
 shapes = st.lists(st.integers(1, 6), min_size=1, max_size=3).map(tuple)
 seeds = st.integers(0, 2**16)
 steps = st.integers(1, 4)
-
-
-@pytest.fixture(autouse=True)
-def cpu_backend_has_the_new_kernels(monkeypatch):
-    """Until ``tinyeffnet.backend.KERNELS`` names rmsprop and adamw (a merge step), hand them to the CPU backend."""
-    for name in ("rmsprop", "adamw"):
-        monkeypatch.setattr(CPU, name, importlib.import_module(f"tinyeffnet.kernels.{name}"), raising=False)
 
 
 def test_sgd_nesterov_and_weight_decay_by_hand():

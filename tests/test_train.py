@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tinyeffnet import engine, train
 from tinyeffnet.checkpoint import load_checkpoint
+from tinyeffnet.cli import run_cli
 from tinyeffnet.data import normalize, synthetic_dataset
+from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.layers import BatchNorm, recalibrate_batchnorm
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.scaling import ModelConfig
@@ -96,7 +99,10 @@ def test_interrupt_and_resume_equal_an_uninterrupted_run(trained, tmp_path):
     assert "resume with: python -m tinyeffnet.train --resume" in err
     _, _, _, training = load_checkpoint(out / "latest.npz")
     assert training["epoch"] == 1 and training["step_in_epoch"] >= 1      # saved in the middle of epoch 2
-    run("tinyeffnet.train", "--resume", str(out))
+    _, _, _, training = load_checkpoint(out / "latest.npz")
+    resumed = run("tinyeffnet.train", "--resume", str(out))
+    assert (f"start     resuming {out} from epoch 2/3, step {training['step_in_epoch']} (checkpoint "
+            f"{out / 'latest.npz'})") in resumed.stdout
     a = load_checkpoint(straight / "latest.npz")[1]
     b = load_checkpoint(out / "latest.npz")[1]
     for name in a:
@@ -111,23 +117,101 @@ def test_sigterm_exits_143_with_a_checkpoint(tmp_path):
     assert load_checkpoint(out / "latest.npz")[3]["epoch"] == 0
 
 
+def test_a_finished_run_says_how_to_extend_it_and_writes_nothing(trained):
+    out, _ = trained
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    result = run("tinyeffnet.train", "--resume", str(out))
+    assert result.stdout == f"{out} already finished its 3 epochs; to train longer, add --epochs M (M > 3)\n"
+    shorter = run("tinyeffnet.train", "--resume", str(out), "--epochs", "2", check=False)
+    assert shorter.returncode == 2 and "--epochs 2 is fewer than the 3 epochs" in shorter.stderr
+    assert "add --epochs M (M > 3)" in shorter.stderr
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+def test_bad_input_through_the_command_line_is_one_line_without_traceback(tmp_path):
+    result = run("tinyeffnet.train", "--dataset", "synthetic", "--epochs", "0", "--out", str(tmp_path / "r"),
+                 check=False)
+    assert result.returncode == 2 and result.stderr.startswith("error: argument --epochs: must be at least 1, got 0")
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "r").exists()
+
+
+def exit_status(argv):
+    """The exit status of ``python -m tinyeffnet.train *argv``, run in this process."""
+    try:
+        return run_cli(train.main, argv)
+    except SystemExit as e:            # argparse's errors
+        return e.code
+
+
+@pytest.fixture
+def in_folder(tmp_path, monkeypatch):
+    """Run ``train.main`` in this process, in an empty folder, leaving the process's signal handlers alone."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(signal, "signal", lambda *args: None)
+    return tmp_path
+
+
 @pytest.mark.parametrize("args, message", [
-    (["--batch-size", "0"], "--batch-size must be at least 1"),
-    (["--phi", "-1"], "--phi must be"),
-    (["--dataset", "imagenet"], "imagenet"),
+    (["--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
+    (["--phi", "-1"], "argument --phi: must be a finite number ≥ 0, got '-1'"),
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
     (["--resolution", "8"], "too small"),
     (["--resume", "/nonexistent/run"], "nothing to resume"),
+    (["--subset", "999999"], "--subset 999999 is more than the 2,000 training images of synthetic"),
+    (["--test-subset", "501"], "--test-subset 501 is more than the 500 test images of synthetic"),
+    (["--per-class", "201"], "--per-class 201 asks for more images of class 'class_0' than the training images"),
+    (["--subset", "100", "--per-class", "20"], "than the first 100 training images of synthetic hold"),
+    (["--subset", "100", "--batch-size", "128"], "--batch-size 128 is more than the 100 training images selected"),
+    (["--freeze-body"], "add --pretrained"),
 ])
-def test_bad_arguments_exit_2_without_traceback(args, message, tmp_path):
-    base = ["--dataset", "synthetic", "--out", str(tmp_path / "r")]
-    result = run("tinyeffnet.train", *base, *args, check=False)
-    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+@pytest.mark.parametrize("out", [None, "new/run"])
+def test_bad_input_exits_2_and_leaves_no_run_folder(args, message, out, in_folder, capsys):
+    """Nothing is created, neither the default runs/<…> nor an --out (and its missing parents)."""
+    assert exit_status(["--dataset", "synthetic", *args, *(["--out", out] if out else [])]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("error: ") and err.count("\n") == 1
+    assert list(in_folder.iterdir()) == []
 
 
-def test_missing_data_says_where_it_looked(tmp_path):
-    result = run("tinyeffnet.train", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--out",
-                 str(tmp_path / "r"), check=False)
-    assert result.returncode == 2 and str(tmp_path) in result.stderr and "--data-dir" in result.stderr
+def test_missing_data_says_where_it_looked_and_leaves_no_run_folder(tmp_path):
+    """No data, and the download fails (offline) or finds nothing: the error names the folder and --data-dir."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    result = subprocess.run([sys.executable, "-m", "tinyeffnet.train", "--dataset", "cifar10", "--data-dir",
+                             str(data_dir)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 2 and str(data_dir) in result.stderr and "--data-dir" in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data"]
+
+
+def failing(exception):
+    def fail(*args, **kwargs):
+        raise exception
+    return fail
+
+
+@pytest.mark.parametrize("where, exception, status", [
+    ("EfficientNet", TinyEffNetError("the model could not be built"), 2),       # building the model
+    ("Trainer", TinyEffNetError("the trainer could not start"), 2),             # after config.json and the plan
+    ("Trainer", engine.Interrupted(signal.SIGINT), 130),                        # Ctrl-C before the first step
+    ("print_estimate", engine.Interrupted(signal.SIGTERM), 143),
+])
+def test_a_failed_start_removes_the_folder_it_created(where, exception, status, in_folder, monkeypatch, capsys):
+    monkeypatch.setattr(train, where, failing(exception))
+    assert exit_status([*TINY, "--out", "runs/a/b"]) == status
+    assert list(in_folder.iterdir()) == []
+    err = capsys.readouterr().err
+    assert ("interrupted before training started" if status != 2 else str(exception)) in err
+    assert exit_status(TINY) == status                       # the default runs/<dataset>-<model>-<time>
+    assert list(in_folder.iterdir()) == []
+
+
+def test_a_failed_start_never_removes_a_folder_that_existed(in_folder, monkeypatch):
+    mine = in_folder / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    monkeypatch.setattr(train, "Trainer", failing(engine.Interrupted(signal.SIGINT)))
+    assert exit_status([*TINY, "--out", str(mine)]) == 130
+    assert (mine / "notes.txt").read_text() == "keep me"
 
 
 def test_corrupt_checkpoint_is_refused_and_left_alone(trained, tmp_path):

@@ -51,6 +51,7 @@ from typing import Callable, Optional
 import numba
 import numpy as np
 
+from tinyeffnet.cli import integer_at_least, make_parser, non_negative_int, positive_int
 from tinyeffnet.kernels.conv2d import conv2d_backward, conv2d_forward
 from tinyeffnet.kernels.depthwise import depthwise_conv_backward, depthwise_conv_forward
 from tinyeffnet.kernels.padding import same_padding
@@ -348,33 +349,31 @@ def format_model(result):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tinyeffnet.bench", description=__doc__.splitlines()[0])
+    parser = make_parser("python -m tinyeffnet.bench", __doc__)
     parser.add_argument("--kernels", action="store_true", help="only the per-kernel table (forward and backward, B0 shapes)")
     parser.add_argument("--vs-torch", action="store_true", help="also time PyTorch + efficientnet_pytorch, alternating")
     parser.add_argument("--torch-python", default=sys.executable,
-                        help="the Python that has torch and efficientnet_pytorch (default: this one)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both libraries")
-    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="alternating rounds of each workload")
-    parser.add_argument("--steps", type=int, default=WORKER_STEPS, help="timed steps per round")
-    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="timed calls per kernel measurement")
-    parser.add_argument("--ranks", type=int, help="only training: N MPI ranks × 1 thread against 1 rank × N threads "
-                        "(needs the mpi extra)")
+                        help="the Python that has torch and efficientnet_pytorch (default: this one, %(default)s)")
+    parser.add_argument("--threads", type=positive_int, default=os.cpu_count(),
+                        help="threads for both libraries (default: this machine's cores, %(default)s)")
+    parser.add_argument("--rounds", type=positive_int, default=DEFAULT_ROUNDS,
+                        help="alternating rounds of each workload")
+    parser.add_argument("--steps", type=positive_int, default=WORKER_STEPS, help="timed steps per round")
+    parser.add_argument("--repeats", type=positive_int, default=DEFAULT_REPEATS,
+                        help="timed calls per kernel measurement")
+    parser.add_argument("--ranks", type=integer_at_least(2),
+                        help="only training: N MPI ranks × 1 thread against 1 rank × N threads (needs the mpi extra)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--worker", choices=("train", "infer"), help=argparse.SUPPRESS)
-    parser.add_argument("--batch", type=int, default=BATCH, help=argparse.SUPPRESS)
-    parser.add_argument("--warmup", type=int, default=WORKER_WARMUP, help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=positive_int, default=BATCH, help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=non_negative_int, default=WORKER_WARMUP, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for name in ("threads", "rounds", "steps", "repeats"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
     if args.worker:
         result = worker(args.worker, args.batch, args.steps, args.warmup)
         if result is not None:
             print(json.dumps(result))
         return
     if args.ranks is not None:
-        if args.ranks < 2:
-            parser.error("--ranks must be at least 2")
         if find_mpiexec() is None:
             parser.error("--ranks runs mpiexec, which is not installed: pip install -e \".[mpi]\"")
     if args.vs_torch:

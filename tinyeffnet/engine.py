@@ -1,10 +1,12 @@
 """The training engine: the step, the batches, evaluation and the loop that trains a model and writes its run folder.
 
 One step (``train_step``): forward, softmax cross-entropy (with label smoothing), backward, the gradients'
-reduction across processes (``World.reduce_gradients``), optional clipping, then SGD with Nesterov momentum and
-weight decay at the scheduled learning rate. The loop (``Trainer.run``) feeds it augmented batches (random crop
-+ flip, then normalisation); after each epoch the model is evaluated on the test set in eval mode and the run
-folder gets
+reduction across processes (``World.reduce_gradients``), optional clipping, then the optimiser's update (SGD,
+RMSProp or AdamW by ``--optimizer``, built from ``optim.OPTIMIZERS``) at the scheduled learning rate and, with
+``--ema``, the update of the weights' moving average (``averaging.WeightAverage``). The loop (``Trainer.run``)
+feeds it augmented batches (random crop + flip, then normalisation); after each epoch the test set is evaluated
+in eval mode (``Trainer.evaluation``: the model's own weights, or with ``--ema`` their average; with ``--tta``
+also each image averaged with its mirror, reported beside the plain figures) and the run folder gets
 
     metrics.jsonl    one JSON object per epoch
     latest.npz       the checkpoint after the last epoch (or the step where it was interrupted)
@@ -24,6 +26,7 @@ another rank and size, gives each process its rows of every batch (``shard``) an
 the losses, gradients and signals the loop sees.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -34,12 +37,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tinyeffnet import data as datasets
-from tinyeffnet.checkpoint import save_checkpoint
+from tinyeffnet.averaging import WeightAverage
+from tinyeffnet.checkpoint import average_state, save_checkpoint
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.files import atomic_write
 from tinyeffnet.kernels.loss import cross_entropy_forward
 from tinyeffnet.layers import recalibrate_batchnorm
-from tinyeffnet.optim import SGD, clip_grad_norm, learning_rate
+from tinyeffnet.optim import clip_grad_norm, hyper_parameters, learning_rate, make_optimizer
 from tinyeffnet.plots import plot_curves
 from tinyeffnet.progress import Progress
 
@@ -125,10 +129,22 @@ def augmented_batch(data, seed, epoch, index, batch_size):
     return datasets.normalize(images, data.mean, data.std), data.train_labels[idx]
 
 
+# --- the optimiser ------------------------------------------------------------------------------------------
+def optimizer_settings(args):
+    """The hyper-parameters of the optimiser ``args.optimizer`` from the training command's flags, by the names
+    its class takes (``optim.hyper_parameters``), e.g. ``{"decay": 0.9, "momentum": 0.9, "epsilon": 0.001,
+    "weight_decay": 5e-4}`` for RMSProp. A flag left unset (``--eps``) keeps the class's default."""
+    flags = dict(momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
+                 decay=args.rmsprop_decay, epsilon=args.eps, beta1=args.betas[0], beta2=args.betas[1])
+    return {name: default if flags.get(name) is None else flags[name]
+            for name, default in hyper_parameters(args.optimizer).items()}
+
+
 # --- one step, and evaluation --------------------------------------------------------------------------------
-def train_step(model, optimizer, x, y, lr, label_smoothing=0.0, clip_norm=None, world=ONE_PROCESS):
-    """One SGD step of ``model`` on the batch x, y (N,): forward, loss, backward, reduce, clip, update. x is
-    what the model takes: images (N, H, W, 3) for a network, pooled features (N, F) for a ``transfer.Head``.
+def train_step(model, optimizer, x, y, lr, label_smoothing=0.0, clip_norm=None, world=ONE_PROCESS, average=None):
+    """One optimiser step of ``model`` on the batch x, y (N,): forward, loss, backward, reduce, clip, update,
+    and then the moving average ``average`` (a ``WeightAverage`` of ``model``, or None). x is what the model
+    takes: images (N, H, W, 3) for a network, pooled features (N, F) for a ``transfer.Head``.
 
     x and y are host arrays; on a model moved to the GPU they are copied there, and only the loss and the
     logits (N, K) come back. Returns ``(loss, correct)``; a loss that is not finite is returned before the
@@ -151,28 +167,42 @@ def train_step(model, optimizer, x, y, lr, label_smoothing=0.0, clip_norm=None, 
         clip_grad_norm(optimizer.grads, clip_norm)
     optimizer.lr = lr
     optimizer.step()
+    if average is not None:
+        average.update()
     return loss, correct
 
 
-def evaluate(model, images, labels, mean, std, batch_size=EVAL_BATCH_SIZE):
-    """Eval-mode pass over a dataset of (N, H, W, 3) uint8 images: (mean loss, accuracy, predictions)."""
+def evaluate(model, images, labels, mean, std, tta=False, batch_size=EVAL_BATCH_SIZE):
+    """Eval-mode pass over a dataset of (N, H, W, 3) uint8 images: (mean loss, accuracy, predictions); with
+    ``tta``, those of each image's logits averaged with its mirror's (``logits``)."""
     batches = (datasets.normalize(images[start:start + batch_size], mean, std).astype(model.dtype, copy=False)
                for start in range(0, len(images), batch_size))
-    return score(model, batches, labels)
+    return score(model, batches, labels, tta)
 
 
-def score(model, batches, labels):
-    """Eval-mode loss and accuracy of ``model`` on ``batches`` of inputs, whose labels are ``labels`` (N,)
-    in the same order: (mean loss, accuracy, predictions (N,))."""
+def logits(model, x, tta=False):
+    """Eval-mode logits (N, K) of the inputs x, as a host array. With ``tta`` (test-time augmentation; x must be
+    images (N, H, W, C)) the mean of two passes, over x and over its horizontal mirror x[:, :, ::-1]:
+    (f(x) + f(mirror x)) / 2, as the training's random flips make both equally likely images."""
     model.eval()
+    out = model.backend.to_host(model.forward(model.backend.to_device(x)))
+    if tta:
+        mirrored = np.ascontiguousarray(x[:, :, ::-1])
+        out = (out + model.backend.to_host(model.forward(model.backend.to_device(mirrored)))) / 2
+    return out
+
+
+def score(model, batches, labels, tta=False):
+    """Eval-mode loss and accuracy of ``model`` on ``batches`` of inputs, whose labels are ``labels`` (N,)
+    in the same order, with or without ``tta`` (``logits``): (mean loss, accuracy, predictions (N,))."""
     predictions, total_loss, seen = [], 0.0, 0
     for x in batches:
         y = labels[seen:seen + len(x)]
         seen += len(x)
-        logits = model.backend.to_host(model.forward(model.backend.to_device(x)))
-        loss, _ = cross_entropy_forward(logits, y)
+        z = logits(model, x, tta)
+        loss, _ = cross_entropy_forward(z, y)
         total_loss += loss * len(y)
-        predictions.append(np.argmax(logits, axis=1))
+        predictions.append(np.argmax(z, axis=1))
     predictions = np.concatenate(predictions)
     return total_loss / len(labels), float(np.mean(predictions == labels)), predictions
 
@@ -181,16 +211,21 @@ def score(model, batches, labels):
 class Trainer:
     """Trains ``model`` (all of it) on ``data`` (a prepared ``data.Dataset``) with the recipe in ``args`` (the
     training command's arguments) and writes the run folder ``run_dir``; ``transfer.LinearProbe`` trains the
-    classifier only. ``state`` and ``optimizer_state`` continue a run from its checkpoint."""
+    classifier only. ``state`` and ``optimizer_state`` (the optimiser's arrays and, with ``--ema``, the
+    average's) continue a run from its checkpoint."""
 
     def __init__(self, args, config, data, model, run_dir, state=None, optimizer_state=None, world=ONE_PROCESS):
         self.args, self.config, self.data, self.model, self.run_dir = args, config, data, model, run_dir
         self.world = world
         self.trainable = self.trainable_part(model)
-        self.optimizer = SGD(self.trainable.named_parameters(), self.trainable.named_grads(), args.lr, args.momentum,
-                             args.weight_decay, args.nesterov)
+        self.optimizer = make_optimizer(args.optimizer, self.trainable.named_parameters(), self.trainable.named_grads(),
+                                        args.lr, **optimizer_settings(args))
+        self.average = WeightAverage(self.trainable, args.ema) if args.ema else None
+        self.eval_weights = "ema" if self.average else "raw"      # which weights each epoch's evaluation uses
         if optimizer_state:
             self.optimizer.load_state_dict(optimizer_state)
+            if self.average:
+                self.average.load_state_dict(average_state(optimizer_state))
         self.state = state or RunState()
         self.steps_per_epoch = len(data.train_images) // args.batch_size or 1
         self.total_steps = self.steps_per_epoch * args.epochs
@@ -237,7 +272,7 @@ class Trainer:
         return 0
 
     def trainable_part(self, model):
-        """The layer whose parameters SGD updates: here the whole network."""
+        """The layer whose parameters the optimiser updates (and ``--ema`` averages): here the whole network."""
         return model
 
     def batch_indices(self, epoch, index):
@@ -250,40 +285,54 @@ class Trainer:
 
     def step(self, x, y, lr):
         return train_step(self.trainable, self.optimizer, x, y, lr, self.args.label_smoothing,
-                          self.args.clip_grad_norm, self.world)
+                          self.args.clip_grad_norm, self.world, self.average)
 
     def end_epoch(self, lr):
         """Evaluate, record the epoch's row, and (main process) print it and write the run folder."""
         st, s = self.state, self.state.sums
         start = time.perf_counter()
-        test_loss, test_acc = self.test()
+        figures = self.evaluation(self.eval_weights, self.args.tta)
         row = dict(epoch=st.epoch + 1, train_loss=s["loss"] / s["seen"], train_acc=s["correct"] / s["seen"],
-                   test_loss=test_loss, test_acc=test_acc, lr=lr, seconds=s["seconds"],
-                   eval_seconds=time.perf_counter() - start, images_per_second=s["seen"] / s["seconds"])
+                   **figures, lr=lr, seconds=s["seconds"], eval_seconds=time.perf_counter() - start,
+                   images_per_second=s["seen"] / s["seconds"])
         st.history.append(row)
         st.epoch, st.step_in_epoch = st.epoch + 1, 0
         st.sums = RunState().sums
+        which = " (EMA)" if row["eval_weights"] == "ema" else ""
+        tta = f" (TTA {100 * row['test_acc_tta']:.2f}%)" if "test_acc_tta" in row else ""
         self.world.print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}% "
-                         f"| test loss {test_loss:.4f} acc {100 * test_acc:.2f}% | {row['seconds']:.0f} s, "
-                         f"{row['images_per_second']:.0f} img/s", flush=True)
+                         f"| test{which} loss {row['test_loss']:.4f} acc {100 * row['test_acc']:.2f}%{tta} "
+                         f"| {row['seconds']:.0f} s, {row['images_per_second']:.0f} img/s", flush=True)
         if self.world.is_main:
             write_metrics(self.run_dir, st.history)
-        if test_acc > st.best_acc:
-            st.best_acc = test_acc
+        if row["test_acc"] > st.best_acc:
+            st.best_acc = row["test_acc"]
             self.save("best.npz")
         self.save("latest.npz")
         if self.world.is_main:
             plot_curves(st.history, os.path.join(self.run_dir, "curves.png"),
                         title=f"{self.config.name} on {self.args.dataset}")
 
-    def test(self):
-        """(loss, accuracy) on the test set in eval mode, after recalibrating batch norm in a short run; with
-        several processes each scores its rows of the test set."""
+    def evaluation(self, weights, tta):
+        """The test set's figures after an epoch, with ``weights``: "raw", the model's own, or "ema", their
+        moving average (swapped in for the while, ``WeightAverage.applied``). With ``tta`` also the figures of
+        each image's logits averaged with its mirror's, beside the plain ones, never instead:
+        ``{"test_loss", "test_acc"[, "test_loss_tta", "test_acc_tta"], "eval_weights"}``."""
+        with self.average.applied() if weights == "ema" else contextlib.nullcontext():
+            figures = dict(zip(("test_loss", "test_acc"), self.test()))
+            if tta:
+                figures.update(zip(("test_loss_tta", "test_acc_tta"), self.test(tta=True)))
+        return {**figures, "eval_weights": weights}
+
+    def test(self, tta=False):
+        """(loss, accuracy) of the model as it stands on the test set in eval mode, with or without ``tta``
+        (``engine.logits``), after recalibrating batch norm in a short run; with several processes each scores
+        its rows of the test set."""
         if self.needs_recalibration():
             count = min(RECALIBRATION_BATCHES, self.steps_per_epoch)
             recalibrate_batchnorm(self.model, (self.batch(self.state.epoch, i)[0] for i in range(count)))
         images, labels = self.world.shard(self.data.test_images), self.world.shard(self.data.test_labels)
-        loss, _, predictions = evaluate(self.model, images, labels, self.data.mean, self.data.std)
+        loss, _, predictions = evaluate(self.model, images, labels, self.data.mean, self.data.std, tta)
         loss, correct = self.world.batch_mean(loss, int(np.sum(predictions == labels)), len(labels))
         return loss, correct / len(self.data.test_labels)
 
@@ -293,7 +342,7 @@ class Trainer:
         return steps < RECALIBRATION_HORIZON / (1 - self.config.bn_momentum)
 
     def save(self, name):
-        """Write the checkpoint ``run_dir/name`` (main process only): model, optimizer and ``RunState``."""
+        """Write the checkpoint ``run_dir/name`` (main process only): model, optimizer, average and ``RunState``."""
         if not self.world.is_main:
             return
         st = self.state
@@ -302,7 +351,7 @@ class Trainer:
                         args=vars(self.args), classes=self.data.classes,
                         preprocess=dict(mean=self.data.mean.tolist(), std=self.data.std.tolist(),
                                         resolution=self.config.resolution))
-        save_checkpoint(os.path.join(self.run_dir, name), self.model, self.optimizer, training)
+        save_checkpoint(os.path.join(self.run_dir, name), self.model, self.optimizer, training, self.average)
 
     # --- signals, and timing one step ----------------------------------------------------------------------
     def on_signal(self, signum, frame):
@@ -321,17 +370,17 @@ class Trainer:
 
     def measure_step_seconds(self):
         """Time one training step (after one untimed step that compiles the kernels), then undo both."""
-        snapshot = {k: v.copy() for k, v in self.model.state_dict().items()}
-        velocity = {k: v.copy() for k, v in self.optimizer.state_dict().items()}
+        parts = [part for part in (self.model, self.optimizer, self.average) if part is not None]
+        snapshots = [{k: v.copy() for k, v in part.state_dict().items()} for part in parts]
         rng_state = self.model.noise_rng.bit_generator.state
         x, y = self.batch(0, 0)
         self.step(x, y, 0.0)
         start = time.perf_counter()
         self.step(x, y, 0.0)
         seconds = time.perf_counter() - start
-        self.model.load_state_dict(snapshot)
+        for part, snapshot in zip(parts, snapshots):
+            part.load_state_dict(snapshot)
         self.model.noise_rng.bit_generator.state = rng_state
-        self.optimizer.load_state_dict(velocity)
         return seconds
 
 

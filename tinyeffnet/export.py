@@ -15,11 +15,10 @@ like TensorFlow's "SAME" for that size, as tinyeffnet's do. A network with the C
 no counterpart there: its tensors load, but PyTorch's stem strides by 2, so the logits differ.
 """
 
-import argparse
 import sys
 
 from tinyeffnet.checkpoint import SAFETENSORS_SUFFIX, checkpoint_path
-from tinyeffnet.cli import run_cli
+from tinyeffnet.cli import make_parser, run_cli
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.pretrained import AVAILABLE, PREPROCESS, imagenet_classes, load_pretrained
@@ -88,7 +87,7 @@ def load_source(args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tinyeffnet.export", description=__doc__.splitlines()[0])
+    p = make_parser("python -m tinyeffnet.export", __doc__)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="a run folder (uses best.npz), a .npz checkpoint or a .safetensors file")
     source.add_argument("--pretrained", metavar="NAME", choices=list(AVAILABLE),

@@ -323,8 +323,9 @@ class Dropout(Layer):
 
 
 class Linear(Layer):
-    """y = x·W + b. weight: (F_in, F_out), initialised uniform(±1/sqrt(F_out)) as EfficientNet's head;
-    ``init="conv"`` gives the convolution initialisation instead (squeeze-and-excitation's 1×1 convs)."""
+    """y = x·W + b. weight: (F_in, F_out), initialised uniform(±1/sqrt(F_out)) as the paper's head (for the
+    classifier, ``model.initialise`` may redraw it uniform(±1/sqrt(F_in)), PyTorch's bound); ``init="conv"``
+    gives the convolution initialisation instead (squeeze-and-excitation's 1×1 convs)."""
 
     def __init__(self, in_features, out_features, rng, dtype=np.float32, init="uniform"):
         super().__init__()

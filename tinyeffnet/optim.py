@@ -145,18 +145,25 @@ class AdamW(Optimizer):
 OPTIMIZERS = {"sgd": SGD, "rmsprop": RMSProp, "adamw": AdamW}
 
 
-def make_optimizer(name, params, grads, lr, **hyper_parameters):
+def hyper_parameters(name):
+    """What the optimiser ``OPTIMIZERS[name]`` takes besides params, grads and lr, with its defaults, in the
+    constructor's order: e.g. ``{"decay": 0.9, "momentum": 0.9, "epsilon": 0.001, "weight_decay": 0.0}`` for
+    "rmsprop". An unknown name is a TinyEffNetError that lists the known ones."""
+    if name not in OPTIMIZERS:
+        raise TinyEffNetError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    parameters = list(inspect.signature(OPTIMIZERS[name]).parameters.values())[3:]      # after params, grads, lr
+    return {p.name: p.default for p in parameters}
+
+
+def make_optimizer(name, params, grads, lr, **hyper):
     """The optimiser ``OPTIMIZERS[name]`` over ``params`` and ``grads``, e.g.
     ``make_optimizer("rmsprop", params, grads, lr=0.016, weight_decay=1e-5)``; a hyper-parameter it does not
     take, or an unknown name, is a TinyEffNetError that lists what it does take."""
-    if name not in OPTIMIZERS:
-        raise TinyEffNetError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
-    cls = OPTIMIZERS[name]
-    accepted = list(inspect.signature(cls).parameters)[3:]       # after params, grads, lr
-    unknown = sorted(set(hyper_parameters) - set(accepted))
+    accepted = hyper_parameters(name)
+    unknown = sorted(set(hyper) - set(accepted))
     if unknown:
         raise TinyEffNetError(f"the {name} optimizer has no {', '.join(unknown)}; it takes {', '.join(accepted)}")
-    return cls(params, grads, lr, **hyper_parameters)
+    return OPTIMIZERS[name](params, grads, lr, **hyper)
 
 
 def global_grad_norm(grads):

@@ -5,7 +5,6 @@ with Pillow's bicubic filter, scaled to [0, 1] and normalised per channel with t
 was trained with: stored in its checkpoint, or for ``--pretrained`` ImageNet weights (x − 127) / 128
 (``tinyeffnet.pretrained.PREPROCESS``) with the 1000 ImageNet class names."""
 
-import argparse
 import json
 import sys
 
@@ -13,7 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from tinyeffnet.checkpoint import checkpoint_path
-from tinyeffnet.cli import run_cli
+from tinyeffnet.cli import make_parser, run_cli
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.data import normalize
 from tinyeffnet.model import EfficientNet
@@ -54,7 +53,7 @@ def load_trained(path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tinyeffnet.predict", description=__doc__.splitlines()[0])
+    p = make_parser("python -m tinyeffnet.predict", __doc__)
     p.add_argument("images", nargs="+", help="image files (any size and format Pillow reads)")
     weights = p.add_mutually_exclusive_group(required=True)
     weights.add_argument("--checkpoint", help="a run folder (uses best.npz), a .npz checkpoint or a .safetensors export")

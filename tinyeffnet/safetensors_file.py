@@ -23,7 +23,8 @@ from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.files import atomic_write, check_header
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.scaling import VARIANTS, config_for_variant
-from tinyeffnet.torch_names import BLOCK_PREFIX, counterpart, load_torch_state, to_torch_state, torch_block_index
+from tinyeffnet.torch_names import (BLOCK_PREFIX, PYTORCH_FAMILIES, counterpart, load_torch_state, require_counterpart,
+                                    to_torch_state, torch_block_index)
 
 METADATA_KEY = "tinyeffnet"
 FORMAT = "tinyeffnet-safetensors"
@@ -46,7 +47,9 @@ def safetensors_modules():
 # --- writing -------------------------------------------------------------------------------------------
 def save_safetensors(path, model, training=None):
     """Write ``model``'s tensors under EfficientNet-PyTorch's names and layouts, with its architecture (and
-    ``training``'s class names, preprocessing and arguments) in the metadata; atomically."""
+    ``training``'s class names, preprocessing and arguments) in the metadata; atomically. A model that
+    EfficientNet-PyTorch has no network for (EfficientNetV2) is refused before anything is written."""
+    require_counterpart(model.config)
     _, st_numpy = safetensors_modules()
     usage = {k: training[k] for k in USAGE_KEYS if k in training} if training else None
     meta = dict(format=FORMAT, version=VERSION, config=model.config.to_dict(), training=usage)
@@ -100,7 +103,7 @@ def file_signature(tensors):
 
 def describe(signature):
     blocks, head, se = signature
-    return f"{blocks} MBConv blocks, head convolution {head}, {'with' if se else 'no'} squeeze-and-excitation"
+    return f"{blocks} blocks, head convolution {head}, {'with' if se else 'no'} squeeze-and-excitation"
 
 
 def num_classes(tensors, path):
@@ -124,7 +127,8 @@ def architecture(tensors, meta, variant, path):
             raise TinyEffNetError(f"{path} is inconsistent: its metadata describes {config.name} "
                                   f"({describe(signature(config))}) but its tensors have {describe(found)}")
         return config
-    matches = [name for name in VARIANTS if signature(config_for_variant(name)) == found]
+    matches = [name for name, v in VARIANTS.items()
+               if v.family in PYTORCH_FAMILIES and signature(config_for_variant(name)) == found]
     if not matches:
         raise TinyEffNetError(
             f"{path} carries no tinyeffnet metadata, and its tensors ({describe(found)}) are no official variant's; "

@@ -5,13 +5,12 @@ Multiply-adds count the products of convolutions and linear layers in one forwar
 are found by running the network once on a blank image and asking each layer what its call cost.
 """
 
-import argparse
 import json
 import sys
 
 import numpy as np
 
-from tinyeffnet.cli import add_model_arguments, build_config, run_cli
+from tinyeffnet.cli import add_model_arguments, build_config, make_parser, run_cli
 from tinyeffnet.model import EfficientNet
 
 
@@ -39,7 +38,7 @@ def summarize(model, resolution=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tinyeffnet.summary", description=__doc__.splitlines()[0])
+    parser = make_parser("python -m tinyeffnet.summary", __doc__)
     add_model_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
@@ -47,16 +46,16 @@ def main(argv=None):
     model = EfficientNet(config)
     rows = summarize(model)
     totals = dict(params=model.num_parameters(), macs=sum(r[4] for r in rows), resolution=config.resolution,
-                  width=config.width, depth=config.depth, name=config.name, num_classes=config.num_classes,
-                  stem_stride=config.stem_stride)
+                  width=config.width, depth=config.depth, name=config.name, family=config.family,
+                  num_classes=config.num_classes, stem_stride=config.stem_stride)
     if args.json:
         print(json.dumps(totals))
         return
     print(f"{'layer':<34}{'type':<18}{'output (H, W, C)':<20}{'params':>12}{'mult-adds':>16}")
     for name, kind, shape, params, macs in rows:
         print(f"{name:<34}{kind:<18}{str(shape):<20}{params:>12,}{macs:>16,}")
-    print(f"\n{config.name}: width {config.width:.4g}, depth {config.depth:.4g}, resolution {config.resolution}, "
-          f"{config.num_classes} classes")
+    print(f"\n{config.name} ({config.family}): width {config.width:.4g}, depth {config.depth:.4g}, "
+          f"resolution {config.resolution}, {config.num_classes} classes")
     print(f"total: {totals['params']:,} parameters, {totals['macs'] / 1e6:,.2f} M multiply-adds per image")
 
 

@@ -9,6 +9,10 @@ writing PyTorch-loadable files (``tinyeffnet.export``).
 
 ``BLOCK_LAYERS`` is keyed by the layer's name inside a block, whatever the block type: a new block type
 adds the rows of the layers it names differently (the SE and projection layers are shared).
+
+EfficientNet-PyTorch builds EfficientNet (B0–B7, Lite0–4) only: ``require_counterpart`` refuses a model of
+another family (EfficientNetV2, whose PyTorch counterpart would be torchvision's, with other names and
+padding) in one line, before any of its tensors is renamed.
 """
 
 from collections.abc import Callable
@@ -52,8 +56,18 @@ BLOCK_LAYERS = {"expand": ("_expand_conv", POINTWISE), "expand_bn": ("_bn0", BAT
                 "depthwise": ("_depthwise_conv", DEPTHWISE), "depthwise_bn": ("_bn1", BATCHNORM),
                 "se.reduce": ("_se_reduce", POINTWISE), "se.expand": ("_se_expand", POINTWISE),
                 "project": ("_project_conv", POINTWISE), "project_bn": ("_bn2", BATCHNORM)}
+PYTORCH_FAMILIES = ("efficientnet",)          # the ``scaling.FAMILIES`` EfficientNet-PyTorch builds
 BLOCK_PREFIX = "blocks"                        # the model's list of blocks: blocks.<i>.<layer>.<param>
 TORCH_BLOCK_PREFIX = f"_{BLOCK_PREFIX}."
+
+
+def require_counterpart(config):
+    """Raise a TinyEffNetError unless EfficientNet-PyTorch builds ``config``'s network (its family)."""
+    if config.family not in PYTORCH_FAMILIES:
+        raise TinyEffNetError(
+            f"{config.name} ({config.family}) has no PyTorch export or import yet: tinyeffnet.torch_names maps "
+            "EfficientNet-PyTorch's B0–B7 and Lite0–4 only, not EfficientNetV2's Fused-MBConv blocks to "
+            "torchvision's efficientnet_v2 names and padding; keep the .npz checkpoint")
 
 
 def counterpart(name):
@@ -86,6 +100,7 @@ def load_torch_state(model, torch_state, source):
 
     Every tensor of the model must be there with PyTorch's shape for it, and nothing else; otherwise a
     ``TinyEffNetError`` names the first that is not, in the file's own names."""
+    require_counterpart(model.config)
     state, known, arch = {}, set(), model.config.name
     for name, value in model.state_dict().items():
         torch_name, layout = counterpart(name)

@@ -1,4 +1,4 @@
-"""``python -m tinyeffnet.train --phi 0 --dataset cifar10``: train EfficientNet with minibatch SGD.
+"""``python -m tinyeffnet.train --phi 0 --dataset cifar10``: train EfficientNet with minibatch SGD, RMSProp or AdamW.
 
 The command: its arguments and their checks, the plan it prints, and ``main``, which prepares the data and
 the model (or the run it resumes) and hands them to the training engine (``tinyeffnet.engine``: the step, the
@@ -10,6 +10,17 @@ loop, evaluation, checkpoints and signals). The run folder gets
     best.npz         the checkpoint with the best test accuracy so far
     curves.png       loss and accuracy per epoch
     features.npz     with --freeze-body: the body's features, reused by --resume or the same --out (``transfer``)
+
+The folder is created only once the data and the model are ready: a start that fails or is interrupted leaves
+no new folder behind (only the --freeze-body features cache is kept, for the next run to reuse), and a folder
+that existed is never removed. Resuming a run that has trained all its epochs says how to extend it and does
+nothing.
+
+The recipe beyond the learning rate: ``--optimizer`` (sgd, rmsprop as the paper, adamw; ``tinyeffnet.optim``)
+with its hyper-parameters; ``--ema DECAY``, a moving average of the weights (``tinyeffnet.averaging``), which
+each epoch then evaluates and the checkpoints keep beside the trained weights; ``--tta``, the test images also
+averaged with their mirrors, reported beside the plain accuracy (``test_acc_tta``); ``--init``, the paper's
+initialisation or one that lets a deep stack learn from the first step (``model.initialise``, the default).
 
 The same seed and thread count give the same run, also across a resume (see ``tinyeffnet.engine``).
 Ctrl-C (or SIGTERM) finishes the current step, saves ``latest.npz`` and prints how to resume. Before the
@@ -23,21 +34,29 @@ of the frozen body computed once (``transfer.LinearProbe``).
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import time
+from dataclasses import dataclass, replace
+
+import numpy as np
 
 from tinyeffnet import data as datasets
 from tinyeffnet import transfer
-from tinyeffnet.cli import add_model_arguments, build_config
+from tinyeffnet.averaging import DECAY
+from tinyeffnet.cli import (add_model_arguments, build_config, fraction, make_parser, non_negative_float,
+                            non_negative_int, positive_float, positive_int)
 from tinyeffnet.device import require_cuda
-from tinyeffnet.distributed import make_world, run_job
-from tinyeffnet.engine import EXIT_SIGNAL, Interrupted, RunState, Trainer, stop_now
+from tinyeffnet.distributed import make_world, run_job, use_sync_batchnorm
+from tinyeffnet.engine import EXIT_SIGNAL, Interrupted, RunState, Trainer, optimizer_settings, stop_now
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.files import atomic_write
 from tinyeffnet.model import EfficientNet
+from tinyeffnet.optim import OPTIMIZERS, hyper_parameters
 from tinyeffnet.pretrained import AVAILABLE
 from tinyeffnet.progress import format_seconds
+from tinyeffnet.scaling import DEFAULT_INIT, INITS, ModelConfig
 from tinyeffnet.weights import open_weights
 
 # The recipe: the command's defaults (tinyeffnet.bench and tools/train_torch.py take theirs from here)
@@ -49,34 +68,42 @@ DEFAULT_MOMENTUM = 0.9
 DEFAULT_WEIGHT_DECAY = 5e-4
 DEFAULT_WARMUP_EPOCHS = 1.0
 DEFAULT_LABEL_SMOOTHING = 0.1
+DEFAULT_OPTIMIZER = "sgd"          # for now; the default recipe is to be chosen by measurement (issue 20)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tinyeffnet.train", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_model_arguments(p)
+    p = make_parser("python -m tinyeffnet.train", __doc__)
+    add_model_arguments(p, classes_default="the dataset's")
     d = p.add_argument_group("data")
     d.add_argument("--dataset", default="cifar10", help="cifar10, cifar100 or synthetic")
     d.add_argument("--data-dir", help="folder holding the dataset (default: $TINYEFFNET_DATA or ~/.cache/tinyeffnet)")
-    d.add_argument("--subset", type=int, help="train on the first N training images only (quick runs)")
-    d.add_argument("--per-class", type=int, help="train on the first K training images of each class only "
+    d.add_argument("--subset", type=positive_int, help="train on the first N training images only (quick runs)")
+    d.add_argument("--per-class", type=positive_int, help="train on the first K training images of each class only "
                    "(a balanced small training set; with --subset, taken from those N)")
-    d.add_argument("--test-subset", type=int, help="evaluate on the first N test images only")
+    d.add_argument("--test-subset", type=positive_int, help="evaluate on the first N test images only")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, help=f"passes over the training set (default {DEFAULT_EPOCHS}; "
-                   "with --resume, a new total to extend the run)")
-    t.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    t.add_argument("--lr", type=float, help=f"peak learning rate (after warm-up; default {DEFAULT_LR}, or "
+    t.add_argument("--epochs", type=positive_int, help=f"passes over the training set (default: {DEFAULT_EPOCHS}; "
+                   "with --resume, the run's own, and a larger total extends it)")
+    t.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="images per step")
+    t.add_argument("--lr", type=positive_float, help=f"peak learning rate, after warm-up (default: {DEFAULT_LR}, or "
                    f"{PRETRAINED_LR} with --pretrained)")
-    t.add_argument("--momentum", type=float, default=DEFAULT_MOMENTUM)
-    t.add_argument("--no-nesterov", dest="nesterov", action="store_false", help="plain (heavy-ball) momentum")
-    t.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY,
+    t.add_argument("--momentum", type=fraction, default=DEFAULT_MOMENTUM, help="SGD momentum μ, in [0, 1)")
+    t.add_argument("--no-nesterov", dest="nesterov", action="store_false",
+                   help="plain (heavy-ball) momentum instead of Nesterov's")
+    t.add_argument("--weight-decay", type=non_negative_float, default=DEFAULT_WEIGHT_DECAY,
                    help="on weights only, not batch norm or biases")
-    t.add_argument("--warmup-epochs", type=float, default=DEFAULT_WARMUP_EPOCHS)
-    t.add_argument("--label-smoothing", type=float, default=DEFAULT_LABEL_SMOOTHING)
-    t.add_argument("--clip-grad-norm", type=float, help="scale gradients to at most this global norm")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    t.add_argument("--warmup-epochs", type=non_negative_float, default=DEFAULT_WARMUP_EPOCHS,
+                   help="epochs of linear warm-up to the peak learning rate")
+    t.add_argument("--label-smoothing", type=fraction, default=DEFAULT_LABEL_SMOOTHING,
+                   help="ε in [0, 1): the target gives the label 1 − ε and spreads ε over all classes")
+    t.add_argument("--clip-grad-norm", type=positive_float, help="scale gradients to at most this global norm")
+    t.add_argument("--seed", type=non_negative_int, default=0, help="shuffling, augmentation, initialisation, dropout")
+    t.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the model trains (cuda: the numba.cuda kernels, on one GPU)")
+    t.add_argument("--sync-bn", action="store_true",
+                   help="under mpiexec: batch norm over the whole global batch (mean and variance averaged across "
+                        "ranks); without it each rank normalises its own rows, as Horovod does")
+    add_recipe_arguments(p)
     tl = p.add_argument_group("transfer learning")
     tl.add_argument("--pretrained", action="store_true",
                     help=f"start from the ImageNet weights of --variant ({', '.join(AVAILABLE)}) with a new "
@@ -90,32 +117,104 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def add_recipe_arguments(parser):
+    """The optimiser and its hyper-parameters, weight averaging, test-time augmentation and the initialisation."""
+    rmsprop, adamw = hyper_parameters("rmsprop"), hyper_parameters("adamw")
+    r = parser.add_argument_group("optimiser, weight averaging, evaluation and initialisation")
+    r.add_argument("--optimizer", choices=list(OPTIMIZERS), default=DEFAULT_OPTIMIZER,
+                   help="sgd: momentum, Nesterov's unless --no-nesterov; rmsprop: TensorFlow's, the paper's "
+                        "(--rmsprop-decay, --momentum, --eps); adamw: decoupled weight decay (--betas, --eps). "
+                        "--weight-decay applies to each (see tinyeffnet.optim)")
+    r.add_argument("--rmsprop-decay", type=fraction, default=rmsprop["decay"],
+                   help="RMSProp's decay ρ of the mean square")
+    r.add_argument("--betas", type=fraction, nargs=2, default=[adamw["beta1"], adamw["beta2"]],
+                   metavar=("BETA1", "BETA2"), help="AdamW's decays β1, β2 of the gradient's mean and mean square")
+    r.add_argument("--eps", type=positive_float, help=f"ε of RMSProp and AdamW (default: {rmsprop['epsilon']:g} for rmsprop, "
+                   f"{adamw['epsilon']:g} for adamw)")
+    r.add_argument("--ema", type=fraction, metavar="DECAY",
+                   help=f"keep a moving average of the weights with this decay (the paper's is {DECAY}; warm-up "
+                        "min(DECAY, (1 + t) / (10 + t)) at step t), evaluate it after each epoch and keep it in the "
+                        "checkpoints (default: off)")
+    r.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: also evaluate the logits of each test image averaged with its "
+                        "mirror's, reported beside the plain accuracy (test_acc_tta), never instead")
+    r.add_argument("--init", choices=INITS, default=DEFAULT_INIT,
+                   help="paper: the paper's initialisation (classifier uniform ±1/√classes); stable: classifier "
+                        "uniform ±1/√features and every residual block starting as the identity (see "
+                        "tinyeffnet.model.initialise)")
+
+
+def check_recipe_arguments(args):
+    """What the parser's converters leave to check of ``add_recipe_arguments``: a decay of 0 would average
+    nothing, and --tta needs images to flip."""
+    if args.ema == 0:
+        raise TinyEffNetError(f"--ema must be a decay in (0, 1), e.g. {DECAY}, got {args.ema}")
+    if args.tta and args.freeze_body:
+        raise TinyEffNetError("--tta flips test images, but --freeze-body evaluates features computed once; "
+                              "leave out one of them")
+
+
 def validate(args):
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            raise TinyEffNetError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    for name in ("subset", "test_subset", "per_class"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise TinyEffNetError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if not args.lr > 0:
-        raise TinyEffNetError(f"--lr must be positive, got {args.lr}")
-    if not 0 <= args.label_smoothing < 1:
-        raise TinyEffNetError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
-    if args.weight_decay < 0 or args.warmup_epochs < 0:
-        raise TinyEffNetError("--weight-decay and --warmup-epochs must not be negative")
+    """What the parser cannot check flag by flag (it checked each number as it read it)."""
     if args.device == "cuda":
         if args.freeze_body:
             raise TinyEffNetError("--freeze-body computes the body's features on the CPU; leave out --device cuda")
         require_cuda()
+    check_recipe_arguments(args)
     transfer.check_arguments(args)
 
 
 def prepare_data(args, resolution):
     """The ``data.Dataset`` the arguments select, at ``resolution`` (None: as stored, for ``LinearProbe``, which
     resizes batch by batch), normalised with the training images' statistics or, for --pretrained, the weights'."""
-    return datasets.prepare_dataset(args.dataset, args.data_dir, args.subset, args.per_class, args.test_subset,
+    data = datasets.prepare_dataset(args.dataset, args.data_dir, args.subset, args.per_class, args.test_subset,
                                     resolution, transfer.preprocessing() if args.pretrained else None)
+    check_sizes(args, data)
+    return data
+
+
+def check_sizes(args, data):
+    """The sizes asked for fit the data: a --subset, --test-subset or --per-class larger than what is there is
+    refused rather than quietly shrunk, and so is a --batch-size larger than the training set."""
+    train, test = len(data.train_labels), len(data.test_labels)
+    if args.subset is not None and args.per_class is None and train < args.subset:
+        raise TinyEffNetError(f"--subset {args.subset} is more than the {train:,} training images of {args.dataset}; "
+                              f"give at most --subset {train}, or leave it out for all of them")
+    if args.test_subset is not None and test < args.test_subset:
+        raise TinyEffNetError(f"--test-subset {args.test_subset} is more than the {test:,} test images of "
+                              f"{args.dataset}; give at most --test-subset {test}, or leave it out for all of them")
+    if args.per_class is not None:
+        counts = np.bincount(data.train_labels, minlength=len(data.classes))
+        if counts.min() < args.per_class:
+            among = f"the first {args.subset:,} training images" if args.subset else "the training images"
+            raise TinyEffNetError(f"--per-class {args.per_class} asks for more images of class "
+                                  f"{data.classes[counts.argmin()]!r} than {among} of {args.dataset} hold "
+                                  f"({counts.min():,}); give a smaller --per-class"
+                                  f"{' or a larger --subset' if args.subset else ''}")
+    if train < args.batch_size:
+        raise TinyEffNetError(f"--batch-size {args.batch_size} is more than the {train:,} training images selected; "
+                              f"give at most --batch-size {train}")
+
+
+@dataclass
+class Resumed:
+    """What --resume continues: the checkpoint's path and contents, and where its training stands."""
+    checkpoint: str
+    config: ModelConfig
+    model_state: dict
+    optimizer_state: dict
+    noise_rng: dict                # the model's dropout generator
+    state: RunState
+
+    @property
+    def run_dir(self):
+        return os.path.dirname(os.path.abspath(self.checkpoint))
+
+    def note(self, epochs):
+        """The plan's "start" line: which run, epoch and step it continues from."""
+        st = self.state
+        return (f"resuming {self.run_dir} from epoch {st.epoch + 1}/{epochs}, step {st.step_in_epoch} "
+                f"(checkpoint {self.checkpoint})")
 
 
 def resume_source(path):
@@ -125,6 +224,55 @@ def resume_source(path):
     if not os.path.isfile(path):
         raise TinyEffNetError(f"nothing to resume: {path} does not exist")
     return path
+
+
+def resume(args):
+    """--resume: (the run's own arguments, with this command's --epochs and --data-dir, and the ``Resumed`` run)."""
+    checkpoint = resume_source(args.resume)
+    config, model_state, optimizer_state, training = open_weights(checkpoint)
+    if not training or "args" not in training or "epoch" not in training:
+        raise TinyEffNetError(f"{checkpoint} holds weights only, no training state to resume from")
+    saved = {**vars(parse_args([])), **training["args"]}     # defaults for flags newer than the run
+    saved.update(resume=args.resume, epochs=args.epochs or saved["epochs"], data_dir=args.data_dir or saved["data_dir"])
+    state = RunState(training["epoch"], training["step_in_epoch"], training["sums"], training["history"],
+                     training["best_acc"])
+    return argparse.Namespace(**saved), Resumed(checkpoint, config, model_state, optimizer_state,
+                                                training["noise_rng"], state)
+
+
+def finished(requested, args, resumed):
+    """None while a resumed run has epochs left to train; once it has trained them all, the line that says so and
+    how to extend it. ``requested``: this command's --epochs (None if not given); a total smaller than the epochs
+    already trained is refused."""
+    done = resumed.state.epoch
+    extend = f"to train longer, add --epochs M (M > {done})"
+    if requested is not None and requested < done:
+        raise TinyEffNetError(f"--epochs {requested} is fewer than the {count_epochs(done)} {resumed.run_dir} has "
+                              f"already trained; {extend}")
+    return None if done < args.epochs else f"{resumed.run_dir} already finished its {count_epochs(done)}; {extend}"
+
+
+def count_epochs(n):
+    """"1 epoch", "3 epochs"."""
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
+def outermost_missing(path):
+    """The outermost folder of ``path`` that does not exist yet (None if ``path`` exists): what
+    ``os.makedirs(path)`` creates, and what a failed start removes again (``discard``)."""
+    missing, parent = None, os.path.abspath(path)
+    while not os.path.exists(parent):
+        missing, parent = parent, os.path.dirname(parent)
+    return missing
+
+
+def discard(created, run_dir):
+    """After a failed start: remove ``created`` (see ``outermost_missing``), unless the start got as far as the
+    --freeze-body features cache, which the next run in the same folder reuses. A folder that existed before
+    the command is never removed."""
+    if created is not None and os.path.exists(created) and not os.path.exists(
+            os.path.join(run_dir, transfer.FEATURES_FILE)):
+        shutil.rmtree(created)
 
 
 def interrupted_before_training(args, run_dir):
@@ -140,54 +288,65 @@ def interrupted_before_training(args, run_dir):
 def main(argv=None):
     args = parse_args(argv)
     world = make_world()           # one process, or rank r of N under mpiexec: rank 0 prints and writes
-    state = optimizer_state = model_state = None
+    resumed = None
     if args.resume:
-        checkpoint = resume_source(args.resume)
-        config, model_state, optimizer_state, training = open_weights(checkpoint)
-        if not training or "args" not in training or "epoch" not in training:
-            raise TinyEffNetError(f"{checkpoint} holds weights only, no training state to resume from")
-        saved = {**vars(parse_args([])), **training["args"]}     # defaults for flags newer than the run
-        saved.update(resume=args.resume, epochs=args.epochs or saved["epochs"], data_dir=args.data_dir or saved["data_dir"])
-        args = argparse.Namespace(**saved)
-        run_dir = os.path.dirname(os.path.abspath(checkpoint))
-        state = RunState(training["epoch"], training["step_in_epoch"], training["sums"], training["history"],
-                         training["best_acc"])
-    args.epochs = args.epochs or DEFAULT_EPOCHS
+        requested = args.epochs
+        args, resumed = resume(args)
+    if args.epochs is None:
+        args.epochs = DEFAULT_EPOCHS
     if args.lr is None:
         args.lr = PRETRAINED_LR if args.pretrained else DEFAULT_LR
     validate(args)
-    if not args.resume:
-        num_classes = {"cifar100": 100}.get(args.dataset, 10)
-        config = build_config(args, num_classes=num_classes)
-        run_dir = args.out or os.path.join("runs", f"{args.dataset}-{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        if world.is_main:
-            os.makedirs(run_dir, exist_ok=True)
-    data = prepare_data(args, None if args.freeze_body else config.resolution)
-    if model_state is not None:
-        model = EfficientNet(config, seed=args.seed)
-        model.load_state_dict(model_state, args.resume)
-        model.noise_rng.bit_generator.state = training["noise_rng"]
+    if resumed is not None:
+        done = finished(requested, args, resumed)
+        if done:
+            world.print(done)
+            return 0
+        config, run_dir = resumed.config, resumed.run_dir
     else:
-        model = transfer.pretrained_model(config, args.seed) if args.pretrained else EfficientNet(config, args.seed)
-        run_config = dict(args=vars(args), model=config.to_dict(), data_source=data.source, classes=data.classes,
-                          preprocess=dict(mean=data.mean.tolist(), std=data.std.tolist()))
-        if world.is_main:
-            atomic_write(os.path.join(run_dir, "config.json"),
-                         lambda f: f.write(json.dumps(run_config, indent=2).encode()))
-    model.to(args.device)     # parameters, gradients and batch-norm statistics; SGD's state follows them
-    for sig in EXIT_SIGNAL:
+        num_classes = {"cifar100": 100}.get(args.dataset, 10)
+        config = replace(build_config(args, num_classes=num_classes), init=args.init)
+        run_dir = args.out or os.path.join("runs", f"{args.dataset}-{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    created = outermost_missing(run_dir) if world.is_main else None
+    for sig in EXIT_SIGNAL:        # until the trainer takes over, Ctrl-C stops at once
         signal.signal(sig, stop_now)
-    try:
+    try:                           # the run folder is created once the data and the model are ready
+        data = prepare_data(args, None if args.freeze_body else config.resolution)
+        if resumed is not None:
+            model = EfficientNet(config, seed=args.seed)
+            model.load_state_dict(resumed.model_state, args.resume)
+            model.noise_rng.bit_generator.state = resumed.noise_rng
+        else:
+            model = transfer.pretrained_model(config, args.seed) if args.pretrained else EfficientNet(config, args.seed)
+        model.to(args.device)      # parameters, gradients and batch-norm statistics; SGD's state follows them
+        if args.sync_bn and world.size > 1:     # one process: its batch norm already sees the whole batch
+            use_sync_batchnorm(model, world)
         if world.is_main:
-            print_plan(args, config, model, data, run_dir)
-        trainer = (transfer.LinearProbe if args.freeze_body else Trainer)(args, config, data, model, run_dir, state,
-                                                                           optimizer_state, world)
-    except Interrupted as e:
+            if resumed is None:
+                write_run_config(run_dir, args, config, data)
+            print_plan(args, config, model, data, run_dir,
+                       resumed.note(args.epochs) if resumed is not None else transfer_note(args, config))
+        trainer = (transfer.LinearProbe if args.freeze_body else Trainer)(
+            args, config, data, model, run_dir, resumed and resumed.state, resumed and resumed.optimizer_state, world)
+        print_estimate(args, trainer)
+    except BaseException as e:     # a failed start leaves no new folder behind
+        if world.is_main:
+            discard(created, run_dir)
+        if not isinstance(e, Interrupted):
+            raise
         world.print(f"\n{signal.Signals(e.signum).name}: {interrupted_before_training(args, run_dir)}",
                     file=sys.stderr, flush=True)
         return EXIT_SIGNAL[e.signum]
-    print_estimate(args, trainer)
     return trainer.run()
+
+
+def write_run_config(run_dir, args, config, data):
+    """Create the run folder and write ``config.json``: the arguments, the architecture, the data's source,
+    classes and preprocessing."""
+    run_config = dict(args=vars(args), model=config.to_dict(), data_source=data.source, classes=data.classes,
+                      preprocess=dict(mean=data.mean.tolist(), std=data.std.tolist()))
+    os.makedirs(run_dir, exist_ok=True)
+    atomic_write(os.path.join(run_dir, "config.json"), lambda f: f.write(json.dumps(run_config, indent=2).encode()))
 
 
 def architecture_note(config):
@@ -205,18 +364,21 @@ def transfer_note(args, config):
             "images normalised as for ImageNet, (x − 127) / 128")
 
 
-def print_plan(args, config, model, data, run_dir):
-    """What is about to train: the model, where it starts, the data, the recipe and the run folder."""
+def print_plan(args, config, model, data, run_dir, start):
+    """What is about to train: the model, where it starts (``start``), the data, the recipe and the run folder."""
     print(f"model     {config.name}: {model.num_parameters():,} parameters, width {config.width:.3g}, "
           f"depth {config.depth:.3g}, resolution {config.resolution}×{config.resolution}")
     print(f"          {architecture_note(config)}")
-    print(f"start     {transfer_note(args, config)}")
+    print(f"start     {start}")
     print(f"data      {args.dataset}: {len(data.train_images):,} training and {len(data.test_images):,} test "
           f"images from {data.source}")
-    print(f"recipe    SGD lr {args.lr} (warm-up {args.warmup_epochs} epochs, cosine decay), momentum "
-          f"{args.momentum}{' Nesterov' if args.nesterov else ''}, weight decay {args.weight_decay}, "
-          f"batch {args.batch_size}, label smoothing {args.label_smoothing}, dropout {config.dropout}, "
-          f"drop connect {config.drop_connect}")
+    settings = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in optimizer_settings(args).items())
+    print(f"recipe    {OPTIMIZERS[args.optimizer].__name__} lr {args.lr} (warm-up {args.warmup_epochs} epochs, cosine "
+          f"decay), {settings}, batch {args.batch_size}, label smoothing {args.label_smoothing}, dropout "
+          f"{config.dropout}, drop connect {config.drop_connect}")
+    evaluated = f"their moving average (EMA, decay {args.ema})" if args.ema else "the weights trained"
+    print(f"          init {config.init}; each epoch evaluates {evaluated}"
+          f"{', also with mirrored images (TTA)' if args.tta else ''}")
     print(f"run       {run_dir}", flush=True)
 
 
@@ -228,8 +390,8 @@ def print_estimate(args, trainer):
     remaining = args.epochs * trainer.steps_per_epoch - (trainer.state.epoch * trainer.steps_per_epoch
                                                          + trainer.state.step_in_epoch)
     say(f"estimate  {step:.2f} s per step of {args.batch_size} images → {format_seconds(step * trainer.steps_per_epoch)} "
-        f"per epoch, about {format_seconds(step * remaining)} for the {args.epochs - trainer.state.epoch} "
-        "epochs to go (plus evaluation)", flush=True)
+        f"per epoch, about {format_seconds(step * remaining)} for the "
+        f"{count_epochs(args.epochs - trainer.state.epoch)} to go (plus evaluation)", flush=True)
 
 
 if __name__ == "__main__":

@@ -26,11 +26,14 @@ LR = 0.05
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("kind", choices=("train", "infer"))
-    for name, default in (("batch", 128), ("steps", 10), ("warmup", 2), ("threads", 2), ("resolution", 32),
-                          ("classes", 10)):
-        p.add_argument(f"--{name}", type=int, default=default)
+    summary = " ".join(__doc__.split("\n\n")[0].split())      # the first paragraph (as tinyeffnet.cli.summary)
+    p = argparse.ArgumentParser(prog="python tools/bench_torch.py", description=summary,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("kind", choices=("train", "infer"), help="a training step or an eval-mode forward")
+    for name, default, what in (("batch", 128, "images per step"), ("steps", 10, "timed steps"),
+                                ("warmup", 2, "untimed steps before them"), ("threads", 2, "torch threads"),
+                                ("resolution", 32, "image side in pixels"), ("classes", 10, "classifier outputs")):
+        p.add_argument(f"--{name}", type=int, default=default, help=what)
     args = p.parse_args()
 
     import efficientnet_pytorch

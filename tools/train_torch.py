@@ -21,7 +21,6 @@ Each epoch appends one JSON object to ``OUT/metrics.jsonl`` with the keys ``tiny
 steps, ``eval_seconds``, ``images_per_second``), so one plot can show both runs.
 """
 
-import argparse
 import importlib.metadata
 import json
 import os
@@ -31,7 +30,7 @@ import time
 import numpy as np
 
 from tinyeffnet import data as datasets
-from tinyeffnet.cli import run_cli
+from tinyeffnet.cli import make_parser, non_negative_int, positive_int, run_cli
 from tinyeffnet.engine import EVAL_BATCH_SIZE, augmented_batch
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.optim import learning_rate
@@ -39,12 +38,12 @@ from tinyeffnet.train import DEFAULT_LR, parse_args as tinyeffnet_defaults, prep
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python tools/train_torch.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir")
-    parser.add_argument("--epochs", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--subset", type=int, help="first N training and test images only (a quick check)")
+    parser = make_parser("python tools/train_torch.py", __doc__)
+    parser.add_argument("--data-dir", help="folder holding CIFAR-10 (default: as tinyeffnet.train's)")
+    parser.add_argument("--epochs", type=positive_int, required=True, help="passes over the training set")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch threads")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="shuffling and augmentation, as tinyeffnet's")
+    parser.add_argument("--subset", type=positive_int, help="first N training and test images only (a quick check)")
     parser.add_argument("--out", required=True, help="a new or empty folder for metrics.jsonl and versions.json")
     args = parser.parse_args(argv)
     if os.path.isdir(args.out) and os.listdir(args.out):

@@ -158,6 +158,7 @@ def in_folder(tmp_path, monkeypatch):
     (["--resolution", "8"], "too small"),
     (["--resume", "/nonexistent/run"], "nothing to resume"),
     (["--subset", "999999"], "--subset 999999 is more than the 2,000 training images of synthetic"),
+    (["--subset", "999999", "--per-class", "5"], "--subset 999999 is more than the 2,000 training images of synthetic"),
     (["--test-subset", "501"], "--test-subset 501 is more than the 500 test images of synthetic"),
     (["--per-class", "201"], "--per-class 201 asks for more images of class 'class_0' than the training images"),
     (["--subset", "100", "--per-class", "20"], "than the first 100 training images of synthetic hold"),

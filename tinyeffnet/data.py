@@ -383,10 +383,16 @@ def prepare_dataset(name, data_dir=None, subset=None, per_class=None, test_subse
     """The dataset as training takes it, prepared once.
 
     ``load_dataset(name, data_dir)`` cut to its first ``subset`` training images (of those, the first
-    ``per_class`` of each class) and its first ``test_subset`` test images (None: all), resized to
+    ``per_class`` of each class) and its first ``test_subset`` test images (None: all; more than there are is
+    a TinyEffNetError), resized to
     ``resolution`` (None: as stored), with ``mean`` and ``std`` set to ``stats`` (a (mean, std) pair) or, by
     default, to the selected training images' own (``channel_stats``, at the stored size)."""
     ds = load_dataset(name, data_dir)
+    for flag, asked, have, what in (("--subset", subset, len(ds.train_labels), "training"),
+                                    ("--test-subset", test_subset, len(ds.test_labels), "test")):
+        if asked is not None and asked > have:       # refused rather than quietly shrunk by the slice below
+            raise TinyEffNetError(f"{flag} {asked} is more than the {have:,} {what} images of {name}; give at most "
+                                  f"{flag} {have}, or leave it out for all of them")
     train_x, train_y = ds.train_images[:subset], ds.train_labels[:subset]
     if per_class is not None:
         keep = first_per_class(train_y, per_class)

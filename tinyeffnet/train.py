@@ -174,15 +174,10 @@ def prepare_data(args, resolution):
 
 
 def check_sizes(args, data):
-    """The sizes asked for fit the data: a --subset, --test-subset or --per-class larger than what is there is
-    refused rather than quietly shrunk, and so is a --batch-size larger than the training set."""
-    train, test = len(data.train_labels), len(data.test_labels)
-    if args.subset is not None and args.per_class is None and train < args.subset:
-        raise TinyEffNetError(f"--subset {args.subset} is more than the {train:,} training images of {args.dataset}; "
-                              f"give at most --subset {train}, or leave it out for all of them")
-    if args.test_subset is not None and test < args.test_subset:
-        raise TinyEffNetError(f"--test-subset {args.test_subset} is more than the {test:,} test images of "
-                              f"{args.dataset}; give at most --test-subset {test}, or leave it out for all of them")
+    """The sizes asked for fit the data (``data.prepare_dataset`` has refused a --subset or --test-subset larger
+    than the dataset): a --per-class larger than what the selection holds is refused rather than quietly
+    shrunk, and so is a --batch-size larger than the training set."""
+    train = len(data.train_labels)
     if args.per_class is not None:
         counts = np.bincount(data.train_labels, minlength=len(data.classes))
         if counts.min() < args.per_class:

@@ -1,4 +1,5 @@
-"""PNG figures of a run: loss and accuracy curves, a confusion matrix, misclassified images. Written atomically.
+"""PNG figures of a run: loss and accuracy curves, a confusion matrix, misclassified images, and images under
+RandAugment. Written atomically.
 
 Figures are built as ``matplotlib.figure.Figure`` objects, not through pyplot: nothing here touches
 matplotlib's global backend or open-figure list, so a notebook keeps its inline plots. matplotlib is
@@ -10,6 +11,7 @@ import io
 
 import numpy as np
 
+from tinyeffnet.augment import NUM_OPS, rand_augment
 from tinyeffnet.files import atomic_write
 
 
@@ -95,3 +97,24 @@ def plot_accuracy_vs_time(runs, path, title="test accuracy against training time
     ax.grid(alpha=0.3)
     ax.legend()
     save_figure(fig, path)
+
+
+def plot_augmented_samples(images, magnitudes, path, seed=0, title="RandAugment at several magnitudes"):
+    """A grid with one row per image of ``images`` (N, H, W, 3) uint8: the image, then RandAugment of it at each
+    magnitude of ``magnitudes`` (``augment.rand_augment``, column j drawn from a generator seeded by (seed, j)).
+
+    Returns the grid's images, (N, 1 + len(magnitudes), H, W, 3) uint8."""
+    columns = [images] + [rand_augment(images, m, np.random.default_rng([seed, j]))
+                          for j, m in enumerate(magnitudes, start=1)]
+    grid = np.stack(columns, axis=1)
+    fig, axes = new_figure(len(images), len(columns), figsize=(1.3 * len(columns), 1.35 * len(images)))
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, row in enumerate(grid):
+        for j, picture in enumerate(row):
+            axes[i, j].imshow(picture, interpolation="nearest")
+    for j, label in enumerate(["original"] + [f"m = {m:g}" for m in magnitudes]):
+        axes[0, j].set_title(label, fontsize=8)
+    fig.suptitle(f"{title} ({NUM_OPS} operations per image)", fontsize=10)
+    save_figure(fig, path)
+    return grid

@@ -8,6 +8,9 @@ from tinyeffnet.augment import rand_augment
 from tinyeffnet.plots import plot_accuracy_vs_time, plot_augmented_samples, plot_misclassified
 
 
+from tinyeffnet.plots import plot_accuracy_vs_time, plot_misclassified, plot_throughput_vs_resolution
+
+
 def test_misclassified_grid_shows_the_wrong_predictions(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
@@ -44,3 +47,13 @@ def test_augmented_samples_show_each_image_then_randaugment_at_each_magnitude(tm
     for j, m in enumerate([0, 5, 15], start=1):
         np.testing.assert_array_equal(grid[:, j], rand_augment(images, m, np.random.default_rng([4, j])))
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_throughput_vs_resolution_writes_a_png_with_and_without_pytorch(tmp_path):
+    points = [dict(model=model, kind=kind, resolution=size, batch=32, images_per_second=1000.0 / size,
+                   **({"torch_images_per_second": 500.0 / size} if model == "b0" else {}))
+              for model in ("b0", "v2-b0") for kind in ("train", "infer") for size in (32, 64, 128)]
+    for name, rows in (("both.png", points), ("inference.png", [p for p in points if p["kind"] == "infer"])):
+        plot_throughput_vs_resolution(rows, tmp_path / name)
+        with Image.open(tmp_path / name) as png:
+            assert png.format == "PNG" and png.width > 300

@@ -118,3 +118,33 @@ def plot_augmented_samples(images, magnitudes, path, seed=0, title="RandAugment 
     fig.suptitle(f"{title} ({NUM_OPS} operations per image)", fontsize=10)
     save_figure(fig, path)
     return grid
+
+
+def plot_throughput_vs_resolution(points, path, title="images/s against resolution"):
+    """points: the rows of ``bench --sweep`` (``model``, ``kind``, ``resolution``, ``batch``,
+    ``images_per_second`` unless the point failed and, with PyTorch beside it, ``torch_images_per_second``).
+    One panel per kind (training, inference), one colour per (model, batch): tinyeffnet solid, PyTorch
+    dashed; log scale."""
+    kinds = [kind for kind in ("train", "infer") if any(p["kind"] == kind for p in points)]
+    fig, axes = new_figure(1, len(kinds), figsize=(6 * len(kinds), 4.2))
+    for ax, kind in zip(axes[0], kinds):
+        rows = [p for p in points if p["kind"] == kind and "images_per_second" in p]   # not a failed point
+        series = sorted({(p["model"], p["batch"]) for p in rows})
+        for colour, (model, batch) in enumerate(series):
+            line = sorted((p for p in rows if (p["model"], p["batch"]) == (model, batch)),
+                          key=lambda p: p["resolution"])
+            sizes = [p["resolution"] for p in line]
+            ax.plot(sizes, [p["images_per_second"] for p in line], "o-", color=f"C{colour}",
+                    label=f"{model}, batch {batch}")
+            theirs = [(p["resolution"], p["torch_images_per_second"]) for p in line
+                      if p.get("torch_images_per_second") is not None]
+            if theirs:
+                ax.plot(*zip(*theirs), "s--", color=f"C{colour}", alpha=0.7, label=f"{model}, batch {batch}, PyTorch")
+        ax.set_yscale("log")
+        ax.set_xticks(sorted({p["resolution"] for p in rows}))
+        ax.set(xlabel="image side (pixels)", ylabel="images/s",
+               title="training step" if kind == "train" else "inference (eval mode)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    save_figure(fig, path)

@@ -1,5 +1,5 @@
-"""PNG figures of a run: loss and accuracy curves, a confusion matrix, misclassified images, and images under
-RandAugment. Written atomically.
+"""PNG figures: a run's loss and accuracy curves, a confusion matrix, misclassified images, images under
+RandAugment, and the benchmark's throughput against resolution. Written atomically.
 
 Figures are built as ``matplotlib.figure.Figure`` objects, not through pyplot: nothing here touches
 matplotlib's global backend or open-figure list, so a notebook keeps its inline plots. matplotlib is

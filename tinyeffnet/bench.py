@@ -30,6 +30,9 @@ To add a kernel, append a ``KernelCase`` to ``KERNEL_CASES``.
 ``mpiexec -n N`` with one thread per rank (data parallelism, ``tinyeffnet.distributed``: each rank takes
 1/N of the batch of 128 and the gradients are averaged every step), and as one process with N threads;
 images/s is the whole batch over rank 0's median step time, the ratio compares medians from the same run.
+The ranks' workers also time the ``Allreduce`` that averages the gradients, alone (``ALLREDUCE_REPEATS``
+calls on the step's flat float32 buffer, every rank starting together after a barrier): seconds per call and
+its share of the median step.
 """
 
 import argparse
@@ -67,6 +70,7 @@ DEFAULT_REPEATS = 10
 WORKER_STEPS = 10
 WORKER_WARMUP = 2
 DEFAULT_ROUNDS = 3
+ALLREDUCE_REPEATS = 10      # timed Allreduce calls per ranks worker, after its steps
 LR = 0.05                   # the step's time does not depend on it; tools/bench_torch.py uses the same
 TORCH_WORKER = Path(__file__).resolve().parents[1] / "tools" / "bench_torch.py"   # in a clone, not installed
 
@@ -216,11 +220,16 @@ def worker(kind, batch, steps, warmup):
         step()
         if i >= warmup:
             times.append(time.perf_counter() - start)
+    averaging = {}
+    if kind == "train" and world.size > 1:     # every rank takes part
+        seconds = world.allreduce_seconds(ALLREDUCE_REPEATS)
+        averaging = dict(allreduce_seconds=seconds, allreduce_floats=max(world.flats),
+                         allreduce_share=seconds / statistics.median(times))
     if not world.is_main:
         return None
     return dict(images_per_second=batch / statistics.median(times), step_seconds=times,
                 peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                threads=numba.get_num_threads(), ranks=world.size)
+                threads=numba.get_num_threads(), ranks=world.size, **averaging)
 
 
 def run_worker(command, env):
@@ -293,9 +302,10 @@ def find_mpiexec():
     return shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
 
 
-def run_ranks_benchmark(ranks, rounds, steps, report=print):
-    """Training images/s of ``ranks`` MPI ranks × 1 thread against 1 rank × ``ranks`` threads, alternating."""
-    command = our_command("train", BATCH, steps, WORKER_WARMUP)
+def run_ranks_benchmark(ranks, rounds, steps, batch=BATCH, report=print):
+    """Training images/s of ``ranks`` MPI ranks × 1 thread against 1 rank × ``ranks`` threads, alternating, and
+    the ranks' ``Allreduce`` of the gradients: seconds per call and its share of a step."""
+    command = our_command("train", batch, steps, WORKER_WARMUP)
     one_thread_each = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
     threads = dict(os.environ, NUMBA_NUM_THREADS=str(ranks), OMP_NUM_THREADS=str(ranks))
     spread, pooled = [], []
@@ -304,10 +314,13 @@ def run_ranks_benchmark(ranks, rounds, steps, report=print):
         spread.append(run_worker([find_mpiexec(), "-n", str(ranks), *command], one_thread_each)[0])
         report(f"round {r + 1}/{rounds}: 1 rank × {ranks} threads …")
         pooled.append(run_worker(command, threads)[0])
-    result = dict(model="EfficientNet-B0 (faithful, stem stride 2)", resolution=RESOLUTION, train_batch=BATCH,
+    result = dict(model="EfficientNet-B0 (faithful, stem stride 2)", resolution=RESOLUTION, train_batch=batch,
                   ranks=ranks, rounds=rounds, steps_per_round=steps,
                   ranks_images_per_second=median_of(spread, "images_per_second"),
-                  threads_images_per_second=median_of(pooled, "images_per_second"))
+                  threads_images_per_second=median_of(pooled, "images_per_second"),
+                  allreduce_floats=spread[0]["allreduce_floats"],
+                  allreduce_seconds=median_of(spread, "allreduce_seconds"),
+                  allreduce_share=median_of(spread, "allreduce_share"))
     result["ratio"] = result["ranks_images_per_second"] / result["threads_images_per_second"]
     return result
 
@@ -319,7 +332,9 @@ def format_ranks(result):
         f"medians of {result['rounds']} rounds × {result['steps_per_round']} steps",
         f"{f'{n} ranks × 1 thread, images/s':34}{result['ranks_images_per_second']:>12.0f}",
         f"{f'1 rank × {n} threads, images/s':34}{result['threads_images_per_second']:>12.0f}",
-        f"{'ratio':34}{result['ratio']:>12.2f}"])
+        f"{'ratio':34}{result['ratio']:>12.2f}",
+        f"{'Allreduce of the gradients, ms':34}{1e3 * result['allreduce_seconds']:>12.1f}"
+        f"  ({result['allreduce_floats']:,} float32, {100 * result['allreduce_share']:.1f} % of a step)"])
 
 
 def machine():
@@ -390,7 +405,7 @@ def main(argv=None):
     if args.kernels:
         result["kernels"] = run_kernel_cases(KERNEL_CASES, args.repeats)
     elif args.ranks:
-        result.update(run_ranks_benchmark(args.ranks, args.rounds, args.steps, report))
+        result.update(run_ranks_benchmark(args.ranks, args.rounds, args.steps, args.batch, report))
     else:
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
         result.update(run_model_benchmark(args.threads, args.rounds, args.steps,

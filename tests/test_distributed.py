@@ -573,6 +573,56 @@ def test_the_probes_features_are_shared_out_and_train_the_head_of_one_process(tm
         np.testing.assert_allclose(two[name], one[name], **PROBE_TOLERANCE, err_msg=name)
 
 
+ABANDON_SCRIPT = """
+import os, pathlib, sys, time
+from tinyeffnet import distributed, train, transfer
+
+gather, resize, marks = distributed.MPIWorld.gather, transfer.datasets.resize_images, pathlib.Path(sys.argv[1])
+
+
+def waiting_gather(self, *args):
+    (marks / "rank1-gathers").touch()
+    return gather(self, *args)
+
+
+def slow_resize(images, size):            # rank 0 holds on in its second batch, until the signal
+    if (marks / "rank0-extracts").exists():
+        time.sleep(JOB_TIMEOUT)
+    (marks / "rank0-extracts").touch()
+    return resize(images, size)
+
+
+if os.environ["PMI_RANK"] == "0":
+    transfer.datasets.resize_images = slow_resize
+else:
+    distributed.MPIWorld.gather = waiting_gather
+sys.exit(distributed.run_job(train.main, sys.argv[2:]))
+""".replace("JOB_TIMEOUT", str(JOB_TIMEOUT))
+
+
+@needs_mpi
+def test_ctrl_c_while_a_rank_waits_for_the_features_ends_the_job(tmp_path):
+    """SIGINT while rank 0 extracts and rank 1, done with its share, waits in the gather (where no signal reaches
+    Python): the job ends within seconds with 130, the features rank 0 finished kept in the cache."""
+    script, run = tmp_path / "abandon.py", tmp_path / "run"
+    script.write_text(ABANDON_SCRIPT)
+    probe = ["--dataset", "synthetic", "--variant", "lite0", "--pretrained", "--freeze-body", "--resolution", "32",
+             "--subset", "256", "--test-subset", "64", "--out", str(run)]
+    job = mpiexec(2, [str(script), str(tmp_path), *probe], tmp_path)
+    deadline = time.time() + JOB_TIMEOUT
+    while not ((tmp_path / "rank1-gathers").exists() and (tmp_path / "rank0-extracts").exists()):
+        assert job.poll() is None and time.time() < deadline, job.communicate()
+        time.sleep(0.1)
+    job.send_signal(signal.SIGINT)
+    interrupted = time.time()
+    status, out, err = finish(job)
+    assert time.time() - interrupted < ABORT_SECONDS, err
+    assert status == engine.EXIT_SIGNAL[signal.SIGINT], err
+    assert "SIGINT: interrupted before training started" in err, err
+    with np.load(run / transfer.FEATURES_FILE, allow_pickle=False) as cache:
+        assert len(cache["train"]) == transfer.FEATURE_BATCH_SIZE          # rank 0's first batch
+
+
 # --- bench --ranks ------------------------------------------------------------------------------------------
 @needs_mpi
 def test_bench_ranks_reports_both_throughputs_their_ratio_and_the_allreduce(tmp_path):

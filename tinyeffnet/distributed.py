@@ -18,7 +18,9 @@ identical without being sent again. What else the ranks share:
                  a loss that is not finite on any rank stops every rank at the same step
     signals      Ctrl-C or SIGTERM to ``mpiexec`` (which forwards them to the ranks): after every step the ranks
                  agree (a MAX reduction of the signal number, SIGTERM over SIGINT), stop after the same step,
-                 and rank 0 writes the checkpoint; exit status 130 or 143
+                 and rank 0 writes the checkpoint; exit status 130 or 143. Before training (while the
+                 features are extracted, say) the ranks cannot agree, so the job ends with ``Abort`` and the
+                 same status (``abandon``)
     evaluation   each rank scores its rows of the test set; loss sums and correct counts are added up. A short
                  run's recalibration of batch norm, too, runs on each rank's rows of the batches, and the
                  statistics are then averaged like the running ones (``average_statistics``)
@@ -56,6 +58,7 @@ from tinyeffnet.layers import BatchNorm
 # What launchers set in every process they start: MPICH's Hydra, Open MPI, and PMIx-based ones (Slurm's srun)
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
 NO_SIGNAL = 0
+ABANDON_GRACE_SECONDS = 5      # how long the other ranks leave rank 0 to end the job itself (``abandon``)
 
 
 def launcher_size():
@@ -177,6 +180,15 @@ class MPIWorld(World):
 
     def command(self, module):
         return f"mpiexec -n {self.size} python -m {module}"
+
+    def abandon(self, status):
+        """End the whole job with ``Abort(status)``: another rank may be waiting for this one in a collective
+        (the features' ``gather``, the first ``broadcast``) that it would never leave. Rank 0 does it at once,
+        having printed and saved what it had; the others give it ``ABANDON_GRACE_SECONDS`` to, in case rank 0
+        is the one waiting."""
+        if not self.is_main:
+            time.sleep(ABANDON_GRACE_SECONDS)
+        self.comm.Abort(status)
 
     def allreduce_seconds(self, repeats):
         """The median time of one ``Allreduce`` of the gradients' flat buffer (as large as the steps made it)

@@ -120,6 +120,11 @@ class World:
         """The command line that starts ``module`` again with these processes, for the hints printed."""
         return f"python -m {module}"
 
+    def abandon(self, status):
+        """Leave with exit ``status`` without the other processes' agreement (a signal before training, which
+        each process meets wherever it is): here, return it."""
+        return status
+
 
 ONE_PROCESS = World()
 

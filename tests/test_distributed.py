@@ -626,8 +626,9 @@ def test_ctrl_c_while_a_rank_waits_for_the_features_ends_the_job(tmp_path):
 # --- bench --ranks ------------------------------------------------------------------------------------------
 @needs_mpi
 def test_bench_ranks_reports_both_throughputs_their_ratio_and_the_allreduce(tmp_path):
-    """``bench --ranks 2`` at a tiny batch: the JSON has both images/s figures, their ratio, and the Allreduce of
-    B0's gradients (timings are never asserted, only that they are there and positive)."""
+    """``bench --ranks 2`` at a tiny batch: the JSON has both images/s figures, their ratio, the Allreduce of B0's
+    gradients and each rank's time in the step's reduction (timings are never asserted, only that they are there
+    and positive)."""
     done = subprocess.run([sys.executable, "-m", "tinyeffnet.bench", "--ranks", "2", "--rounds", "1", "--steps",
                            "1", "--batch", "4", "--json"], capture_output=True, text=True, cwd=tmp_path,
                           timeout=JOB_TIMEOUT)
@@ -639,3 +640,4 @@ def test_bench_ranks_reports_both_throughputs_their_ratio_and_the_allreduce(tmp_
     parameters = EfficientNet(config_for_phi(0, num_classes=10)).num_parameters()
     assert result["allreduce_floats"] > parameters > 4_000_000      # the gradients, batch norm's statistics, B
     assert (result["ranks"], result["train_batch"]) == (2, 4)
+    assert len(result["reduce_seconds"]) == 2 and min(result["reduce_seconds"]) > 0     # each rank's

@@ -32,7 +32,8 @@ To add a kernel, append a ``KernelCase`` to ``KERNEL_CASES``.
 images/s is the whole batch over rank 0's median step time, the ratio compares medians from the same run.
 The ranks' workers also time the ``Allreduce`` that averages the gradients, alone (``ALLREDUCE_REPEATS``
 calls on the step's flat float32 buffer, every rank starting together after a barrier): seconds per call and
-its share of the median step.
+its share of the median step; and each rank's median time in the step's reduction, which adds the packing and
+the wait for the slowest rank (the fastest waits longest: the spread is the ranks' imbalance).
 """
 
 import argparse
@@ -214,22 +215,44 @@ def worker(kind, batch, steps, warmup):
 
         def step():
             model.forward(x)
+    ranks = kind == "train" and world.size > 1
+    reductions = time_reductions(world) if ranks else None
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
         step()
         if i >= warmup:
             times.append(time.perf_counter() - start)
-    averaging = {}
-    if kind == "train" and world.size > 1:     # every rank takes part
-        seconds = world.allreduce_seconds(ALLREDUCE_REPEATS)
-        averaging = dict(allreduce_seconds=seconds, allreduce_floats=max(world.flats),
-                         allreduce_share=seconds / statistics.median(times))
+    averaging = averaging_figures(world, times, reductions[warmup:]) if ranks else {}
     if not world.is_main:
         return None
     return dict(images_per_second=batch / statistics.median(times), step_seconds=times,
                 peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 threads=numba.get_num_threads(), ranks=world.size, **averaging)
+
+
+def time_reductions(world):
+    """A list that gets the seconds of every ``world.reduce_gradients`` call from now on."""
+    reduce, seconds = world.reduce_gradients, []
+
+    def timed(*args):
+        start = time.perf_counter()
+        reduce(*args)
+        seconds.append(time.perf_counter() - start)
+
+    world.reduce_gradients = timed
+    return seconds
+
+
+def averaging_figures(world, step_seconds, reduce_seconds):
+    """What averaging the gradients costs a ranks worker (every rank must call it): the ``Allreduce`` alone
+    (``MPIWorld.allreduce_seconds``), its share of the median step, and each rank's median time in the
+    step's reduction, ``reduce_seconds`` (packing, waiting for the slowest rank, the Allreduce, unpacking: the
+    fastest rank waits longest, so the spread shows the ranks' imbalance)."""
+    alone = world.allreduce_seconds(ALLREDUCE_REPEATS)
+    return dict(allreduce_seconds=alone, allreduce_floats=max(world.flats),
+                allreduce_share=alone / statistics.median(step_seconds),
+                reduce_seconds=world.comm.allgather(statistics.median(reduce_seconds)))
 
 
 def run_worker(command, env):
@@ -320,13 +343,15 @@ def run_ranks_benchmark(ranks, rounds, steps, batch=BATCH, report=print):
                   threads_images_per_second=median_of(pooled, "images_per_second"),
                   allreduce_floats=spread[0]["allreduce_floats"],
                   allreduce_seconds=median_of(spread, "allreduce_seconds"),
-                  allreduce_share=median_of(spread, "allreduce_share"))
+                  allreduce_share=median_of(spread, "allreduce_share"),
+                  reduce_seconds=[statistics.median(each) for each in zip(*(r["reduce_seconds"] for r in spread))])
     result["ratio"] = result["ranks_images_per_second"] / result["threads_images_per_second"]
     return result
 
 
 def format_ranks(result):
     n = result["ranks"]
+    per_rank = ", ".join(f"rank {r} {1e3 * t:.1f}" for r, t in enumerate(result["reduce_seconds"]))
     return "\n".join([
         f"{result['model']} at {result['resolution']}×{result['resolution']}, training, batch {result['train_batch']}; "
         f"medians of {result['rounds']} rounds × {result['steps_per_round']} steps",
@@ -334,7 +359,8 @@ def format_ranks(result):
         f"{f'1 rank × {n} threads, images/s':34}{result['threads_images_per_second']:>12.0f}",
         f"{'ratio':34}{result['ratio']:>12.2f}",
         f"{'Allreduce of the gradients, ms':34}{1e3 * result['allreduce_seconds']:>12.1f}"
-        f"  ({result['allreduce_floats']:,} float32, {100 * result['allreduce_share']:.1f} % of a step)"])
+        f"  ({result['allreduce_floats']:,} float32, {100 * result['allreduce_share']:.1f} % of a step)",
+        f"{'the step in its reduction, ms':34}{per_rank} (packing, waiting for the slowest rank, Allreduce)"])
 
 
 def machine():

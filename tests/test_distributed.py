@@ -1,8 +1,10 @@
 """Data-parallel training over MPI (``tinyeffnet.distributed``), each check but the first a real ``mpiexec -n N``
 job in a subprocess: synchronised batch norm on one rank against central differences, and over ranks against
 one process's batch norm over the whole batch; the reduced gradient is the global batch's mean gradient, rank 0
-alone writes, a failing rank ends the job within seconds, Ctrl-C leaves one checkpoint, and a run resumes with
-another number of ranks.
+alone writes, a failing rank ends the job within seconds and so does one killed with SIGKILL (the checkpoint
+untouched), Ctrl-C leaves one checkpoint that resumes bitwise with as many ranks and up to summation order with
+another number, each rank draws its own dropout masks, the linear probe's features are shared out, and
+``bench --ranks`` reports what it promises.
 
 The MPI checks skip where mpi4py or ``mpiexec`` is missing: ``pip install -e ".[mpi]"`` installs both (MPICH's
 wheel)."""
@@ -25,14 +27,15 @@ from hypothesis import strategies as st
 from test_batchnorm import EPS, nhwc_shapes, random_inputs, seeds
 from tolerances import LONG_SUMS_F64
 
-from tinyeffnet import distributed, engine
+from tinyeffnet import distributed, engine, transfer
+from tinyeffnet.checkpoint import load_checkpoint
 from tinyeffnet.distributed import use_sync_batchnorm
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.kernels.batchnorm_act import batchnorm_act_train_backward, batchnorm_act_train_forward
 from tinyeffnet.layers import BatchNorm
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.optim import SGD
-from tinyeffnet.scaling import ModelConfig
+from tinyeffnet.scaling import ModelConfig, config_for_phi
 
 MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
 INSTALL = "pip install -e \".[mpi]\""
@@ -304,17 +307,132 @@ def test_sync_batchnorm_ranks_train_like_one_process(ranks, tmp_path):
 
 
 # --- the run folder, faults, signals, resuming ----------------------------------------------------------
-@needs_mpi
-def test_only_rank_0_writes_one_run_folder(tmp_path):
-    status, out, err = train(2, [*TINY, "--epochs", "2"], tmp_path)
+# A run whose ranks train like one process up to summation order: synchronised batch norm, and no dropout or
+# drop connect (whose masks depend on the ranks' shards), which the architecture flags cannot turn off.
+NO_NOISE_SCRIPT = """
+import dataclasses, sys
+from tinyeffnet import distributed, train
+
+build_config = train.build_config
+train.build_config = lambda *a, **k: dataclasses.replace(build_config(*a, **k), dropout=0.0, drop_connect=0.0)
+sys.exit(distributed.run_job(train.main, sys.argv[1:]))
+"""
+RESUMABLE = [*TINY, "--subset", "192", "--sync-bn", "--lr", "0.02", "--epochs", "3"]     # 8 steps of 24 an epoch
+TIMINGS = ("seconds", "eval_seconds", "images_per_second")
+# Measured 2026-12-02 after 24 steps, 2 ranks resumed with 3 against 2 throughout: weights and statistics within
+# 6.6e-5, losses within 1.9e-5; float32 sums over other shards, as in test_sync_batchnorm_ranks_train_like_one_
+# process. (At batch 6 the same rounding grows to 0.2 in the loss within 8 steps: batch norm over 6 values.)
+OTHER_COUNT_STATE_ATOL, OTHER_COUNT_LOSS_ATOL = 5e-4, 2e-4
+
+
+def no_noise_job(ranks, args, cwd):
+    script = cwd / "no_noise.py"
+    script.write_text(NO_NOISE_SCRIPT)
+    return mpiexec(ranks, [str(script), *args], cwd)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """Two ranks, three epochs without interruption: the run folder."""
+    cwd = tmp_path_factory.mktemp("straight")
+    status, out, err = finish(no_noise_job(2, [*RESUMABLE, "--out", str(cwd / "run")], cwd))
     assert status == 0, err
-    runs = list((tmp_path / "runs").iterdir())
-    assert len(runs) == 1, runs
-    assert sorted(p.name for p in runs[0].iterdir()) == ["best.npz", "config.json", "curves.png", "latest.npz",
-                                                        "metrics.jsonl"]
-    rows = [json.loads(line) for line in (runs[0] / "metrics.jsonl").read_text().splitlines()]
-    assert [row["epoch"] for row in rows] == [1, 2]
-    assert out.count("epoch 2: train loss") == 1          # printed once, by rank 0
+    return cwd / "run", out
+
+
+@needs_mpi
+def test_only_rank_0_writes_one_run_folder(straight_run):
+    run, out = straight_run
+    assert sorted(p.name for p in run.parent.iterdir()) == ["no_noise.py", "run"]
+    assert sorted(p.name for p in run.iterdir()) == ["best.npz", "config.json", "curves.png", "latest.npz",
+                                                     "metrics.jsonl"]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    assert out.count("epoch 3: train loss") == 1          # printed once, by rank 0
+
+
+def without_timings(history):
+    return [{k: v for k, v in row.items() if k not in TIMINGS} for row in history]
+
+
+@needs_mpi
+def test_ctrl_c_to_mpiexec_saves_one_checkpoint_that_resumes_bitwise(straight_run, tmp_path):
+    """SIGINT to mpiexec in epoch 2: one checkpoint, exit 130, and the hint names mpiexec. Resumed with two ranks
+    the run ends bitwise equal to the uninterrupted one (weights, optimiser, every figure but the timings);
+    resumed with three, equal up to float32 summation order (the tolerances above)."""
+    run = tmp_path / "run"
+    job = no_noise_job(2, [*RESUMABLE, "--out", str(run)], tmp_path)
+    for line in job.stdout:
+        if line.startswith("epoch 1:"):
+            job.send_signal(signal.SIGINT)
+            break
+    status, out, err = finish(job)
+    assert status == engine.EXIT_SIGNAL[signal.SIGINT], err
+    assert err.count("saved ") == 1 and f"resume with: mpiexec -n 2 python -m tinyeffnet.train --resume {run}" in err
+    training = load_checkpoint(run / "latest.npz")[3]
+    assert training["epoch"] == 1 and training["step_in_epoch"] >= 1          # in the middle of epoch 2
+    shutil.copytree(run, tmp_path / "run3")
+    _, want_state, want_optimizer, want_training = load_checkpoint(straight_run[0] / "latest.npz")
+    for ranks, folder in ((2, run), (3, tmp_path / "run3")):
+        status, out, err = train(ranks, ["--resume", str(folder)], tmp_path)
+        assert status == 0, err
+        _, state, optimizer, training = load_checkpoint(folder / "latest.npz")
+        if ranks == 2:
+            for name in want_state:
+                np.testing.assert_array_equal(state[name], want_state[name], err_msg=name)
+            for name in want_optimizer:
+                np.testing.assert_array_equal(optimizer[name], want_optimizer[name], err_msg=name)
+            assert without_timings(training["history"]) == without_timings(want_training["history"])
+            continue
+        for name in want_state:
+            np.testing.assert_allclose(state[name], want_state[name], rtol=0, atol=OTHER_COUNT_STATE_ATOL,
+                                       err_msg=name)
+        for row, want in zip(training["history"], want_training["history"], strict=True):
+            for key in ("train_loss", "test_loss"):
+                assert row[key] == pytest.approx(want[key], abs=OTHER_COUNT_LOSS_ATOL), (row, want)
+
+
+KILL_SCRIPT = """
+import os, pathlib, sys, time
+from tinyeffnet import distributed, engine, train
+
+real_step = engine.Trainer.step
+
+
+def step(self, x, y, lr):
+    if self.world.rank == 1 and (self.state.epoch, self.state.step_in_epoch) == (1, 1):
+        pathlib.Path(sys.argv[1]).write_text(str(os.getpid()))    # rank 0 is waiting for this step's sums
+        time.sleep(JOB_TIMEOUT)
+    return real_step(self, x, y, lr)
+
+
+engine.Trainer.step = step
+sys.exit(distributed.run_job(train.main, sys.argv[2:]))
+""".replace("JOB_TIMEOUT", str(JOB_TIMEOUT))
+
+
+@needs_mpi
+def test_sigkill_of_one_rank_ends_the_job_and_keeps_the_checkpoint(tmp_path):
+    """Rank 1 stops in step 2 of epoch 2, after the checkpoint of epoch 1 (rank 0 saved it before the step 1
+    that both took); killed there with SIGKILL, the job ends within seconds with an error status, and
+    latest.npz is the same file as before, and loads."""
+    script, pid_file, run = tmp_path / "kill.py", tmp_path / "rank1.pid", tmp_path / "run"
+    script.write_text(KILL_SCRIPT)
+    job = mpiexec(2, [str(script), str(pid_file), *TINY, "--batch-size", "6", "--epochs", "3", "--out", str(run)],
+                  tmp_path)
+    deadline = time.time() + JOB_TIMEOUT
+    while not pid_file.exists() or not pid_file.read_text():
+        assert job.poll() is None and time.time() < deadline, job.communicate()
+        time.sleep(0.1)
+    before = (run / "latest.npz").read_bytes()
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    killed = time.time()
+    status, out, err = finish(job)
+    assert time.time() - killed < ABORT_SECONDS, err
+    assert status != 0, err
+    assert (run / "latest.npz").read_bytes() == before
+    assert load_checkpoint(run / "latest.npz")[3]["epoch"] == 1
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".tmp-")]
 
 
 FAILING_SCRIPT = """
@@ -349,19 +467,177 @@ def test_a_failing_rank_aborts_the_job_within_seconds(tmp_path):
     assert ended - failed_at < ABORT_SECONDS
 
 
+
+
+# --- dropout and drop connect: one stream per rank ---------------------------------------------------------
+NOISE_SCRIPT = """
+import sys
+import numpy as np
+from tinyeffnet import distributed
+from tinyeffnet.kernels.dropout import dropout_mask
+
+world = distributed.make_world()
+rng, masks = np.random.default_rng(0), []
+for epoch, index in [(0, 0), (0, 1), (2, 0), (0, 0)]:
+    world.seed_noise(rng, 7, epoch, index)
+    masks.append(dropout_mask(rng, (4, 64), 0.5))
+masks = world.comm.gather(np.stack(masks))
+if world.is_main:
+    np.save(sys.argv[1], np.stack(masks))
+"""
+
+
 @needs_mpi
-def test_ctrl_c_to_mpiexec_saves_one_checkpoint_then_resumes_with_three_ranks(tmp_path):
-    run = tmp_path / "run"
-    job = mpiexec(2, ["-m", "tinyeffnet.train", *TINY, "--batch-size", "6", "--epochs", "40", "--out", str(run)],
-                  tmp_path)
-    deadline = time.time() + JOB_TIMEOUT
-    while not (run / "metrics.jsonl").exists() and time.time() < deadline and job.poll() is None:
-        time.sleep(0.5)                                   # the first epoch is done: training is under way
-    job.send_signal(signal.SIGINT)
-    status, out, err = finish(job)
-    assert status == engine.EXIT_SIGNAL[signal.SIGINT], err
-    assert err.count("saved ") == 1 and "resume with" in err
-    status, out, err = train(3, ["--resume", str(run), "--epochs", "2"], tmp_path)
+def test_each_rank_draws_its_own_masks_from_seed_step_and_rank(tmp_path):
+    """Two ranks at the same step drop different units; a rank's masks change from step to step, and at a given
+    (seed, epoch, step, rank) they are the same whatever was drawn before (what a resumed run relies on)."""
+    script = tmp_path / "noise.py"
+    script.write_text(NOISE_SCRIPT)
+    status, out, err = finish(mpiexec(2, [str(script), str(tmp_path / "masks.npy")], tmp_path))
     assert status == 0, err
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [row["epoch"] for row in rows] == [1, 2]
+    masks = np.load(tmp_path / "masks.npy")                  # (rank, draw, 4, 64)
+    for draw in range(3):
+        assert (masks[0, draw] != masks[1, draw]).any(), draw
+    for rank in range(2):
+        assert (masks[rank, 0] != masks[rank, 1]).any() and (masks[rank, 0] != masks[rank, 2]).any()
+        np.testing.assert_array_equal(masks[rank, 3], masks[rank, 0])
+
+
+def test_one_process_keeps_drawing_from_the_models_generator():
+    """Without MPI the generator is never re-seeded: a one-process run draws what it always did (its state is
+    in the checkpoints, ``tests/test_train.py`` resumes it bitwise)."""
+    model = EfficientNet(CONFIG, seed=3)
+    state = model.noise_rng.bit_generator.state
+    engine.World().seed_noise(model.noise_rng, 3, 1, 2)
+    assert model.noise_rng.bit_generator.state == state
+    assert engine.World().command("tinyeffnet.train") == "python -m tinyeffnet.train"
+
+
+# --- the linear probe: the frozen body's features shared out -------------------------------------------------
+PROBE_CONFIG = ModelConfig(name="t", width=0.25, depth=0.1, resolution=32, dropout=0.0, num_classes=10)
+PROBE_TRAIN, PROBE_TEST = 150, 21          # 75 + 75 and 10 + 11 rows over two ranks
+# Measured 2026-12-02: features within 6.5e-7 of the largest (other batches through the body's BLAS products),
+# the head within 6e-8 (its gradient summed over two shards: float32 rounding)
+FEATURES_RELATIVE, PROBE_TOLERANCE = 1e-5, dict(rtol=0, atol=1e-6)
+
+PROBE_SCRIPT = """
+import os, sys
+import numpy as np
+from tinyeffnet import data, distributed, train, transfer
+from tinyeffnet.model import EfficientNet
+from tinyeffnet.scaling import ModelConfig
+
+world = distributed.make_world()
+args = train.parse_args(["--dataset", "synthetic", "--subset", "{train}", "--test-subset", "{test}",
+                         "--batch-size", "30", "--epochs", "2", "--lr", "0.5", "--weight-decay", "0"])
+config = ModelConfig(**{config})
+model = EfficientNet(config)
+model.stem.trace = []                     # records every batch through the body
+dataset = data.prepare_dataset("synthetic", None, {train}, None, {test}, None, transfer.preprocessing())
+os.makedirs(sys.argv[1], exist_ok=True)
+probe = transfer.LinearProbe(args, config, dataset, model, sys.argv[1], world=world)
+initial = model.classifier.params["bias"].copy()
+assert probe.run() == 0
+rows = sum(shape[0] for _, shape, _ in model.stem.trace)
+rows = world.comm.gather(rows) if world.size > 1 else [rows]
+if world.is_main:
+    np.savez(sys.argv[2], rows=rows, train=probe.train_features, test=probe.test_features, initial=initial,
+             **model.classifier.params)
+"""
+
+
+@needs_mpi
+def test_the_probes_features_are_shared_out_and_train_the_head_of_one_process(tmp_path):
+    """With --freeze-body's ``LinearProbe`` over two ranks, each rank puts only its half of the images through
+    the frozen body, every rank ends with all the features, rank 0 alone writes the cache, and the head trains
+    as one process's (float32 summation order apart)."""
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE_SCRIPT.format(train=PROBE_TRAIN, test=PROBE_TEST,
+                                          config=dataclasses.asdict(PROBE_CONFIG)))
+    results = {}
+    for n in (1, 2):
+        run = tmp_path / f"run{n}"
+        status, out, err = finish(mpiexec(n, [str(script), str(run), str(tmp_path / f"{n}.npz")], tmp_path))
+        assert status == 0, err
+        results[n] = np.load(tmp_path / f"{n}.npz")
+        with np.load(run / transfer.FEATURES_FILE, allow_pickle=False) as cache:
+            np.testing.assert_array_equal(cache["train"], results[n]["train"])
+    one, two = results[1], results[2]
+    assert list(one["rows"]) == [PROBE_TRAIN + PROBE_TEST]
+    assert sorted(two["rows"]) == [(PROBE_TRAIN + PROBE_TEST) // 2, (PROBE_TRAIN + PROBE_TEST + 1) // 2]
+    for name in ("train", "test"):
+        np.testing.assert_allclose(two[name], one[name], rtol=0, atol=FEATURES_RELATIVE * np.abs(one[name]).max(),
+                                   err_msg=name)
+    assert np.abs(one["bias"] - one["initial"]).max() > 1e4 * PROBE_TOLERANCE["atol"]      # the head trained
+    for name in ("weight", "bias"):
+        np.testing.assert_allclose(two[name], one[name], **PROBE_TOLERANCE, err_msg=name)
+
+
+ABANDON_SCRIPT = """
+import os, pathlib, sys, time
+from tinyeffnet import distributed, train, transfer
+
+gather, resize, marks = distributed.MPIWorld.gather, transfer.datasets.resize_images, pathlib.Path(sys.argv[1])
+
+
+def waiting_gather(self, *args):
+    (marks / "rank1-gathers").touch()
+    return gather(self, *args)
+
+
+def slow_resize(images, size):            # rank 0 holds on in its second batch, until the signal
+    if (marks / "rank0-extracts").exists():
+        time.sleep(JOB_TIMEOUT)
+    (marks / "rank0-extracts").touch()
+    return resize(images, size)
+
+
+if os.environ["PMI_RANK"] == "0":
+    transfer.datasets.resize_images = slow_resize
+else:
+    distributed.MPIWorld.gather = waiting_gather
+sys.exit(distributed.run_job(train.main, sys.argv[2:]))
+""".replace("JOB_TIMEOUT", str(JOB_TIMEOUT))
+
+
+@needs_mpi
+def test_ctrl_c_while_a_rank_waits_for_the_features_ends_the_job(tmp_path):
+    """SIGINT while rank 0 extracts and rank 1, done with its share, waits in the gather (where no signal reaches
+    Python): the job ends within seconds with 130, the features rank 0 finished kept in the cache."""
+    script, run = tmp_path / "abandon.py", tmp_path / "run"
+    script.write_text(ABANDON_SCRIPT)
+    probe = ["--dataset", "synthetic", "--variant", "lite0", "--pretrained", "--freeze-body", "--resolution", "32",
+             "--subset", "256", "--test-subset", "64", "--out", str(run)]
+    job = mpiexec(2, [str(script), str(tmp_path), *probe], tmp_path)
+    deadline = time.time() + JOB_TIMEOUT
+    while not ((tmp_path / "rank1-gathers").exists() and (tmp_path / "rank0-extracts").exists()):
+        assert job.poll() is None and time.time() < deadline, job.communicate()
+        time.sleep(0.1)
+    job.send_signal(signal.SIGINT)
+    interrupted = time.time()
+    status, out, err = finish(job)
+    assert time.time() - interrupted < ABORT_SECONDS, err
+    assert status == engine.EXIT_SIGNAL[signal.SIGINT], err
+    assert "SIGINT: interrupted before training started" in err, err
+    with np.load(run / transfer.FEATURES_FILE, allow_pickle=False) as cache:
+        assert len(cache["train"]) == transfer.FEATURE_BATCH_SIZE          # rank 0's first batch
+
+
+# --- bench --ranks ------------------------------------------------------------------------------------------
+@needs_mpi
+def test_bench_ranks_reports_both_throughputs_their_ratio_and_the_allreduce(tmp_path):
+    """``bench --ranks 2`` at a tiny batch: the JSON has both images/s figures, their ratio, the Allreduce of B0's
+    gradients and each rank's time in the step's reduction (timings are never asserted, only that they are there
+    and positive)."""
+    done = subprocess.run([sys.executable, "-m", "tinyeffnet.bench", "--ranks", "2", "--rounds", "1", "--steps",
+                           "1", "--batch", "4", "--json"], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=JOB_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    for key in ("ranks_images_per_second", "threads_images_per_second", "allreduce_seconds", "allreduce_share"):
+        assert result[key] > 0, key
+    assert result["ratio"] == pytest.approx(result["ranks_images_per_second"] / result["threads_images_per_second"])
+    parameters = EfficientNet(config_for_phi(0, num_classes=10)).num_parameters()
+    assert result["allreduce_floats"] > parameters > 4_000_000      # the gradients, batch norm's statistics, B
+    assert (result["ranks"], result["train_batch"]) == (2, 4)
+    assert len(result["reduce_seconds"]) == 2 and min(result["reduce_seconds"]) > 0     # each rank's

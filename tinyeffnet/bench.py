@@ -57,6 +57,10 @@ against resolution for both libraries.
 ``mpiexec -n N`` with one thread per rank (data parallelism, ``tinyeffnet.distributed``: each rank takes
 1/N of the batch of 128 and the gradients are averaged every step), and as one process with N threads;
 images/s is the whole batch over rank 0's median step time, the ratio compares medians from the same run.
+The ranks' workers also time the ``Allreduce`` that averages the gradients, alone (``ALLREDUCE_REPEATS``
+calls on the step's flat float32 buffer, every rank starting together after a barrier): seconds per call and
+its share of the median step; and each rank's median time in the step's reduction, which adds the packing and
+the wait for the slowest rank (the fastest waits longest: the spread is the ranks' imbalance).
 """
 
 import argparse
@@ -109,6 +113,7 @@ TRAINING_PASSES = 3         # a training step counted as this many forward passe
 MATMUL_SIZE = 2048          # the practical peak: a float32 (n × n) @ (n × n) product
 MATMUL_REPEATS = 5
 TORCH_MODELS = {f"b{i}": f"efficientnet-b{i}" for i in range(8)}   # efficientnet_pytorch's names; no Lite, no V2
+ALLREDUCE_REPEATS = 10      # timed Allreduce calls per ranks worker, after its steps
 LR = 0.05                   # the step's time does not depend on it; tools/bench_torch.py uses the same
 TORCH_WORKER = Path(__file__).resolve().parents[1] / "tools" / "bench_torch.py"   # in a clone, not installed
 
@@ -270,17 +275,44 @@ def worker(kind, batch, steps, warmup, variant=DEFAULT_MODELS[0], resolution=RES
 
         def step():
             model.forward(x)
+    ranks = kind == "train" and world.size > 1
+    reductions = time_reductions(world) if ranks else None
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
         step()
         if i >= warmup:
             times.append(time.perf_counter() - start)
+    averaging = averaging_figures(world, times, reductions[warmup:]) if ranks else {}
     if not world.is_main:
         return None
     return dict(images_per_second=batch / statistics.median(times), step_seconds=times,
                 peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                threads=numba.get_num_threads(), ranks=world.size)
+                threads=numba.get_num_threads(), ranks=world.size, **averaging)
+
+
+def time_reductions(world):
+    """A list that gets the seconds of every ``world.reduce_gradients`` call from now on."""
+    reduce, seconds = world.reduce_gradients, []
+
+    def timed(*args):
+        start = time.perf_counter()
+        reduce(*args)
+        seconds.append(time.perf_counter() - start)
+
+    world.reduce_gradients = timed
+    return seconds
+
+
+def averaging_figures(world, step_seconds, reduce_seconds):
+    """What averaging the gradients costs a ranks worker (every rank must call it): the ``Allreduce`` alone
+    (``MPIWorld.allreduce_seconds``), its share of the median step, and each rank's median time in the
+    step's reduction, ``reduce_seconds`` (packing, waiting for the slowest rank, the Allreduce, unpacking: the
+    fastest rank waits longest, so the spread shows the ranks' imbalance)."""
+    alone = world.allreduce_seconds(ALLREDUCE_REPEATS)
+    return dict(allreduce_seconds=alone, allreduce_floats=max(world.flats),
+                allreduce_share=alone / statistics.median(step_seconds),
+                reduce_seconds=world.comm.allgather(statistics.median(reduce_seconds)))
 
 
 def run_worker(command, env):
@@ -479,9 +511,10 @@ def find_mpiexec():
     return shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
 
 
-def run_ranks_benchmark(ranks, rounds, steps, report=print):
-    """Training images/s of ``ranks`` MPI ranks × 1 thread against 1 rank × ``ranks`` threads, alternating."""
-    command = our_command("train", BATCH, steps, WORKER_WARMUP)
+def run_ranks_benchmark(ranks, rounds, steps, batch=BATCH, report=print):
+    """Training images/s of ``ranks`` MPI ranks × 1 thread against 1 rank × ``ranks`` threads, alternating, and
+    the ranks' ``Allreduce`` of the gradients: seconds per call and its share of a step."""
+    command = our_command("train", batch, steps, WORKER_WARMUP)
     one_thread_each = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
     threads = dict(os.environ, NUMBA_NUM_THREADS=str(ranks), OMP_NUM_THREADS=str(ranks))
     spread, pooled = [], []
@@ -490,22 +523,30 @@ def run_ranks_benchmark(ranks, rounds, steps, report=print):
         spread.append(run_worker([find_mpiexec(), "-n", str(ranks), *command], one_thread_each)[0])
         report(f"round {r + 1}/{rounds}: 1 rank × {ranks} threads …")
         pooled.append(run_worker(command, threads)[0])
-    result = dict(model="EfficientNet-B0 (faithful, stem stride 2)", resolution=RESOLUTION, train_batch=BATCH,
+    result = dict(model="EfficientNet-B0 (faithful, stem stride 2)", resolution=RESOLUTION, train_batch=batch,
                   ranks=ranks, rounds=rounds, steps_per_round=steps,
                   ranks_images_per_second=median_of(spread, "images_per_second"),
-                  threads_images_per_second=median_of(pooled, "images_per_second"))
+                  threads_images_per_second=median_of(pooled, "images_per_second"),
+                  allreduce_floats=spread[0]["allreduce_floats"],
+                  allreduce_seconds=median_of(spread, "allreduce_seconds"),
+                  allreduce_share=median_of(spread, "allreduce_share"),
+                  reduce_seconds=[statistics.median(each) for each in zip(*(r["reduce_seconds"] for r in spread))])
     result["ratio"] = result["ranks_images_per_second"] / result["threads_images_per_second"]
     return result
 
 
 def format_ranks(result):
     n = result["ranks"]
+    per_rank = ", ".join(f"rank {r} {1e3 * t:.1f}" for r, t in enumerate(result["reduce_seconds"]))
     return "\n".join([
         f"{result['model']} at {result['resolution']}×{result['resolution']}, training, batch {result['train_batch']}; "
         f"medians of {result['rounds']} rounds × {result['steps_per_round']} steps",
         f"{f'{n} ranks × 1 thread, images/s':34}{result['ranks_images_per_second']:>12.0f}",
         f"{f'1 rank × {n} threads, images/s':34}{result['threads_images_per_second']:>12.0f}",
-        f"{'ratio':34}{result['ratio']:>12.2f}"])
+        f"{'ratio':34}{result['ratio']:>12.2f}",
+        f"{'Allreduce of the gradients, ms':34}{1e3 * result['allreduce_seconds']:>12.1f}"
+        f"  ({result['allreduce_floats']:,} float32, {100 * result['allreduce_share']:.1f} % of a step)",
+        f"{'the step in its reduction, ms':34}{per_rank} (packing, waiting for the slowest rank, Allreduce)"])
 
 
 def machine():
@@ -641,7 +682,7 @@ def main(argv=None):
             plot_throughput_vs_resolution(result["sweep"]["points"], args.plot)
             report(f"plot: {args.plot}")
     elif args.ranks:
-        result.update(run_ranks_benchmark(args.ranks, args.rounds, args.steps, report))
+        result.update(run_ranks_benchmark(args.ranks, args.rounds, args.steps, args.batch, report))
     else:
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
         result.update(run_model_benchmark(models, args.threads, args.rounds, args.steps, torch_python, report))

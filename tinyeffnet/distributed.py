@@ -18,18 +18,30 @@ identical without being sent again. What else the ranks share:
                  a loss that is not finite on any rank stops every rank at the same step
     signals      Ctrl-C or SIGTERM to ``mpiexec`` (which forwards them to the ranks): after every step the ranks
                  agree (a MAX reduction of the signal number, SIGTERM over SIGINT), stop after the same step,
-                 and rank 0 writes the checkpoint; exit status 130 or 143
-    evaluation   each rank scores its rows of the test set; loss sums and correct counts are added up
+                 and rank 0 writes the checkpoint; exit status 130 or 143. Before training (while the
+                 features are extracted, say) the ranks cannot agree, so the job ends with ``Abort`` and the
+                 same status (``abandon``)
+    evaluation   each rank scores its rows of the test set; loss sums and correct counts are added up. A short
+                 run's recalibration of batch norm, too, runs on each rank's rows of the batches, and the
+                 statistics are then averaged like the running ones (``average_statistics``)
+    dropout      each rank draws its masks from its own stream, re-seeded before every step from (seed, epoch,
+                 step, rank) (``seed_noise``): different units dropped on every rank, and nothing per rank to keep
+                 in a checkpoint, so a resumed run draws what an uninterrupted one with as many ranks would
+    features     with --freeze-body each rank extracts the frozen body's features of its rows, and every rank
+                 gets all of them (``gather``, an ``Allgatherv``)
     failures     an exception or an error status on any rank aborts the whole job at once (``run_job``)
     threads      one Numba thread per rank, unless NUMBA_NUM_THREADS is set
 
-Rank r of N keeps rows [r·B//N, (r+1)·B//N) of a batch of B rows: contiguous, sizes differing by at most one.
+Rank r of N keeps rows [r·B//N, (r+1)·B//N) of a batch of B rows (``share``): contiguous, sizes differing by at
+most one.
 Rank 0 alone prints and writes (``World.is_main``). Without mpi4py, or outside ``mpiexec``, ``make_world``
 returns the engine's one-process ``World`` and nothing here runs: training is exactly that of one process.
 """
 
 import os
+import statistics
 import sys
+import time
 import traceback
 
 import numba
@@ -46,6 +58,7 @@ from tinyeffnet.layers import BatchNorm
 # What launchers set in every process they start: MPICH's Hydra, Open MPI, and PMIx-based ones (Slurm's srun)
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
 NO_SIGNAL = 0
+ABANDON_GRACE_SECONDS = 5      # how long the other ranks leave rank 0 to end the job itself (``abandon``)
 
 
 def launcher_size():
@@ -83,17 +96,33 @@ class MPIWorld(World):
         comm = MPI.COMM_WORLD
         super().__init__(comm.Get_rank(), comm.Get_size())
         self.MPI, self.comm = MPI, comm
-        self.flat = None               # the gradients' flat buffer, allocated at the first step
+        self.flats = {}                # size → a flat float32 buffer (the gradients' of every step), made once
         if "NUMBA_NUM_THREADS" not in os.environ:
             numba.set_num_threads(1)
 
+    def share(self, begin, end):
+        """This rank's part [b, e) of the rows [begin, end): b = begin + r·n//N, e = begin + (r + 1)·n//N for
+        n = end − begin rows (empty when n < N, for some ranks)."""
+        n = end - begin
+        return begin + self.rank * n // self.size, begin + (self.rank + 1) * n // self.size
+
     def shard(self, rows):
         """This rank's rows of ``rows`` (B, …): rows [r·B//N, (r+1)·B//N)."""
-        begin, end = self.rank * len(rows) // self.size, (self.rank + 1) * len(rows) // self.size
+        begin, end = self.share(0, len(rows))
         if begin == end:
             raise TinyEffNetError(f"{len(rows)} rows cannot be shared by {self.size} processes: use a "
                                   f"--batch-size (and test set) of at least {self.size}, or fewer processes")
         return rows[begin:end]
+
+    def gather(self, values, begin, end):
+        """``values[begin:end]`` (rows of a C-contiguous array) ← every rank's ``share(begin, end)`` of them, as
+        that rank filled them in: one ``Allgatherv``, in place."""
+        block = values[begin:end]
+        per_row = block[:1].size
+        bounds = [begin + r * (end - begin) // self.size for r in range(self.size + 1)]
+        counts = [per_row * (b - a) for a, b in zip(bounds, bounds[1:])]
+        displacements = [per_row * (a - begin) for a in bounds[:-1]]
+        self.comm.Allgatherv(self.MPI.IN_PLACE, [block, (counts, displacements)])
 
     def broadcast(self, model):
         """Give every rank rank 0's parameters and buffers (in place, ``Bcast``)."""
@@ -119,23 +148,60 @@ class MPIWorld(World):
         variance), in place, through one flat buffer and one ``Allreduce``; its last element carries n_r, so
         the sum there is B."""
         arrays = [*grads.values(), *(a for a in statistics.values() if a.dtype == np.float32)]
-        if self.flat is None:
-            self.flat = np.empty(sum(a.size for a in arrays) + 1, np.float32)
+        size = sum(a.size for a in arrays) + 1
+        if size not in self.flats:
+            self.flats[size] = np.empty(size, np.float32)
+        flat = self.flats[size]
         views, offset = [], 0
         for a in arrays:
-            views.append(self.flat[offset:offset + a.size].reshape(a.shape))
+            views.append(flat[offset:offset + a.size].reshape(a.shape))
             np.multiply(a, np.float32(count), out=views[-1])
             offset += a.size
-        self.flat[-1] = count
-        self.comm.Allreduce(self.MPI.IN_PLACE, self.flat, op=self.MPI.SUM)
+        flat[-1] = count
+        self.comm.Allreduce(self.MPI.IN_PLACE, flat, op=self.MPI.SUM)
         for a, view in zip(arrays, views):
-            np.divide(view, self.flat[-1], out=a)
+            np.divide(view, flat[-1], out=a)
+
+    def average_statistics(self, statistics, count):
+        self.reduce_gradients({}, count, statistics)
 
     def agree_stop(self, signum):
         """The signal every rank stops for after this step (the largest any rank received), or None."""
         agreed = np.array([signum or NO_SIGNAL], np.int64)
         self.comm.Allreduce(self.MPI.IN_PLACE, agreed, op=self.MPI.MAX)
         return int(agreed[0]) or None
+
+    def seed_noise(self, noise_rng, seed, epoch, index):
+        """``noise_rng`` ← rank r's stream for step ``index`` of ``epoch``: child r of the seed sequence
+        (seed, epoch, index) (NumPy's ``spawn_key``, independent of the augmentation's stream from the same
+        three numbers). A function of (seed, epoch, step, rank) alone, it needs no saving."""
+        child = np.random.SeedSequence([seed, epoch, index], spawn_key=(self.rank,))
+        noise_rng.bit_generator.state = np.random.PCG64(child).state
+
+    def command(self, module):
+        return f"mpiexec -n {self.size} python -m {module}"
+
+    def abandon(self, status):
+        """End the whole job with ``Abort(status)``: another rank may be waiting for this one in a collective
+        (the features' ``gather``, the first ``broadcast``) that it would never leave. Rank 0 does it at once,
+        having printed and saved what it had; the others give it ``ABANDON_GRACE_SECONDS`` to, in case rank 0
+        is the one waiting."""
+        if not self.is_main:
+            time.sleep(ABANDON_GRACE_SECONDS)
+        self.comm.Abort(status)
+
+    def allreduce_seconds(self, repeats):
+        """The median time of one ``Allreduce`` of the gradients' flat buffer (as large as the steps made it)
+        over ``repeats`` calls, every rank starting together (a ``Barrier`` before each): what averaging the
+        gradients costs a step, apart from its other work. Every rank must call it."""
+        buffer = np.zeros(max(self.flats), np.float32)
+        times = []
+        for _ in range(repeats):
+            self.comm.Barrier()
+            start = time.perf_counter()
+            self.comm.Allreduce(self.MPI.IN_PLACE, buffer, op=self.MPI.SUM)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
 
 
 def run_job(main, argv=None):

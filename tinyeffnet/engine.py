@@ -17,8 +17,9 @@ image averaged with its mirror, reported beside the plain figures) and the run f
 
 Reproducibility: the shuffling of epoch e and the augmentation of batch b are drawn from generators seeded by
 (seed, e) and (seed, e, b) (RandAugment and Mixup each from its own, (seed, e, b, 1) and (seed, e, b, 2)), and
-dropout draws from the model's own generator, whose state is saved in every checkpoint; so the same seed and
-thread count give the same run, also across a resume.
+dropout draws from the model's own generator, whose state is saved in every checkpoint (with several processes,
+each process's from one seeded by (seed, e, b, rank): ``World.seed_noise``); so the same seed and thread count
+give the same run, also across a resume.
 
 Signals: once a ``Trainer`` exists, Ctrl-C (or SIGTERM) finishes the current step, saves ``latest.npz`` and
 prints how to resume; a second one aborts at once. Before that, ``stop_now`` stops at once.
@@ -85,6 +86,13 @@ class World:
         """This process's rows of a batch ``rows`` (B, …): all of them."""
         return rows
 
+    def share(self, begin, end):
+        """This process's part (b, e) of the rows [begin, end) of some work shared out: all of them."""
+        return begin, end
+
+    def gather(self, values, begin, end):
+        """``values[begin:end]`` complete in every process, each having filled in its ``share``: here, it is."""
+
     def broadcast(self, model):
         """Make ``model`` the same in every process (rank 0's parameters and buffers)."""
 
@@ -99,9 +107,28 @@ class World:
         model's buffers ``statistics``. Data parallelism averages both over processes, weighted by ``count``,
         so that every process takes the same step; a single process has nothing to do."""
 
+    def average_statistics(self, statistics, count):
+        """The float32 buffers in ``statistics`` (batch norm's running mean and variance, from this process's
+        ``count`` rows of each batch) ← their average over processes weighted by ``count``, in place, as
+        ``reduce_gradients`` averages them: nothing to do for one process."""
+
     def agree_stop(self, signum):
         """The signal (or None) that every process stops for after this step: here, this one's."""
         return signum
+
+    def seed_noise(self, noise_rng, seed, epoch, index):
+        """Before step ``index`` of ``epoch``: the state of ``noise_rng``, the model's dropout and drop-connect
+        generator. One process leaves it running on (its state is in every checkpoint); data parallelism
+        gives each process its own stream, so that they drop different units of their different images."""
+
+    def command(self, module):
+        """The command line that starts ``module`` again with these processes, for the hints printed."""
+        return f"python -m {module}"
+
+    def abandon(self, status):
+        """Leave with exit ``status`` without the other processes' agreement (a signal before training, which
+        each process meets wherever it is): here, return it."""
+        return status
 
 
 ONE_PROCESS = World()
@@ -270,6 +297,7 @@ class Trainer:
                 x, y, targets = self.batch(epoch, st.step_in_epoch)
                 lr = learning_rate(epoch * self.steps_per_epoch + st.step_in_epoch, self.total_steps, args.lr,
                                    self.warmup_steps)
+                self.world.seed_noise(self.model.noise_rng, args.seed, epoch, st.step_in_epoch)
                 loss, correct = self.step(x, y, lr, targets)
                 if not np.isfinite(loss):
                     progress.close()
@@ -361,10 +389,13 @@ class Trainer:
     def test(self, tta=False):
         """(loss, accuracy) of the model as it stands on the test set in eval mode, with or without ``tta``
         (``engine.logits``), after recalibrating batch norm in a short run; with several processes each scores
-        its rows of the test set."""
-        if self.needs_recalibration():
+        its rows of the test set (and recalibrates on its rows of the batches)."""
+        if self.needs_recalibration():         # each process on its rows of the batches, then averaged
             count = min(RECALIBRATION_BATCHES, self.steps_per_epoch)
-            recalibrate_batchnorm(self.model, (self.batch(self.state.epoch, i)[0] for i in range(count)))
+            recalibrate_batchnorm(self.model, (self.world.shard(self.batch(self.state.epoch, i)[0])
+                                               for i in range(count)))
+            begin, end = self.world.share(0, self.args.batch_size)
+            self.world.average_statistics(self.model.named_buffers(), end - begin)
         images, labels = self.world.shard(self.data.test_images), self.world.shard(self.data.test_labels)
         loss, _, predictions = evaluate(self.model, images, labels, self.data.mean, self.data.std, tta)
         loss, correct = self.world.batch_mean(loss, int(np.sum(predictions == labels)), len(labels))
@@ -397,8 +428,9 @@ class Trainer:
 
     def interrupt(self):
         self.save("latest.npz")
+        again = self.world.command("tinyeffnet.train")
         self.world.print(f"interrupted at epoch {self.state.epoch + 1}, step {self.state.step_in_epoch}; saved "
-                         f"{self.run_dir}/latest.npz\nresume with: python -m tinyeffnet.train --resume {self.run_dir}",
+                         f"{self.run_dir}/latest.npz\nresume with: {again} --resume {self.run_dir}",
                          file=sys.stderr, flush=True)
         return EXIT_SIGNAL[self.stop_signal]
 

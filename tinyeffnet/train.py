@@ -357,7 +357,7 @@ def main(argv=None):
             raise
         world.print(f"\n{signal.Signals(e.signum).name}: {interrupted_before_training(args, run_dir)}",
                     file=sys.stderr, flush=True)
-        return EXIT_SIGNAL[e.signum]
+        return world.abandon(EXIT_SIGNAL[e.signum])
     return trainer.run()
 
 

@@ -50,7 +50,7 @@ from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.layers import Layer
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.pretrained import AVAILABLE, PREPROCESS, load_pretrained, weights_path
-from tinyeffnet.progress import Progress, format_seconds
+from tinyeffnet.progress import format_seconds
 
 CLASSIFIER = "classifier"          # the one layer a pretrained model does not keep
 FEATURE_BATCH_SIZE = 64            # images per forward pass while extracting features
@@ -138,36 +138,44 @@ class Features:
     done: int = 0
 
 
-def extract_features(model, images, mean, std, name, features, batch_size=FEATURE_BATCH_SIZE):
+def extract_features(model, images, mean, std, name, features, batch_size=FEATURE_BATCH_SIZE, world=ONE_PROCESS):
     """Fill in the frozen body's pooled features of ``images`` (N, h, w, 3) uint8: ``features.values``
     (N, F) from row ``features.done`` (< N) on.
 
     Evaluation mode (running batch-norm statistics, no dropout), no augmentation. Each batch is resized
     to the model's resolution on the way in, so the upscaled dataset never has to fit in memory at once.
     ``features.done`` moves on after each batch, so an interrupted extraction leaves in ``features`` the
-    rows it finished. Prints a line when it starts and a progress line (``name``: "train", "test") every
-    few seconds."""
+    rows it finished. With several processes (``world``) each computes its ``share`` of the rows, the first
+    share the main process's (so what an interruption leaves there is still the rows up to ``done``), and
+    then every process gets them all (``gather``). Prints a line when it starts and a progress line
+    (``name``: "train", "test") every few seconds."""
     first, total = features.done, len(images)
+    begin, end = world.share(first, total)
     model.eval()
     layers, size = body_layers(model), model.config.resolution
-    print(f"features  {total - first:,} {name} images" + (f" (from image {first + 1:,} on)" if first else "")
-          + f" through the frozen body at {size}×{size}, {batch_size} at a time…", flush=True)
-    progress = Progress(total - first, f"features of the {name} images at {size}×{size}")
+    shared = f", shared by {world.size} processes" if world.size > 1 else ""
+    world.print(f"features  {total - first:,} {name} images" + (f" (from image {first + 1:,} on)" if first else "")
+                + f" through the frozen body at {size}×{size}, {batch_size} at a time{shared}…", flush=True)
+    progress = world.progress(end - begin, f"features of the {name} images at {size}×{size}")
     start_time = time.perf_counter()
+    features.done = begin
     try:
-        for start in range(first, total, batch_size):
-            x = datasets.normalize(datasets.resize_images(images[start:start + batch_size], size), mean, std)
+        for start in range(begin, end, batch_size):
+            x = datasets.normalize(datasets.resize_images(images[start:min(start + batch_size, end)], size),
+                                   mean, std)
             x = x.astype(model.dtype, copy=False)
             for layer in layers:
                 x = layer(x)
             features.values[start:start + len(x)] = x
             features.done = start + len(x)
-            progress.update(features.done - first)
+            progress.update(features.done - begin)
     finally:
         progress.close()
+    world.gather(features.values, first, total)
+    features.done = total
     seconds = time.perf_counter() - start_time
-    print(f"features  {total - first:,} {name} images → {features.values.shape[1]} features each in "
-          f"{format_seconds(seconds)} ({(total - first) / seconds:.0f} img/s)", flush=True)
+    world.print(f"features  {total - first:,} {name} images → {features.values.shape[1]} features each in "
+                f"{format_seconds(seconds)} ({(total - first) / seconds:.0f} img/s)", flush=True)
 
 
 # --- the cache: features.npz in the run folder ------------------------------------------------------------
@@ -199,11 +207,11 @@ def finished_rows(rows, n, width, dtype):
     return rows
 
 
-def load_features(path, key, splits, width, dtype):
+def load_features(path, key, splits, width, dtype, world=ONE_PROCESS):
     """name → ``Features`` of each split, holding the rows the cache at ``path`` has for ``key``, if any.
 
     A missing file means nothing computed yet; an unreadable one, or one computed for another key, is
-    ignored, with a printed line saying why."""
+    ignored, with a line saying why (printed by the main process of ``world``; every process reads the file)."""
     features = {name: Features(np.empty((len(labels), width), dtype)) for name, (_, labels) in splits.items()}
     if not os.path.exists(path):
         return features
@@ -214,16 +222,16 @@ def load_features(path, key, splits, width, dtype):
             rows = {} if differ else {name: finished_rows(npz[name], len(labels), width, dtype)
                                       for name, (_, labels) in splits.items()}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, AttributeError) as e:
-        print(f"features  {path} is not a readable features file ({type(e).__name__}: {e}); computing them again",
-              flush=True)
+        world.print(f"features  {path} is not a readable features file ({type(e).__name__}: {e}); computing them "
+                    "again", flush=True)
         return features
     if differ:
-        print(f"features  {path} was computed for something else (it differs in {', '.join(differ)}); "
-              "computing them again", flush=True)
+        world.print(f"features  {path} was computed for something else (it differs in {', '.join(differ)}); "
+                    "computing them again", flush=True)
         return features
     for name, f in features.items():
         f.values[:len(rows[name])], f.done = rows[name], len(rows[name])
-    print(f"features  from {path}: {counts(features)} images", flush=True)
+    world.print(f"features  from {path}: {counts(features)} images", flush=True)
     return features
 
 
@@ -248,32 +256,33 @@ def save_features(path, key, splits, features):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
 
 
-def cached_features(path, model, splits, mean, std, selection):
-    """The frozen body's pooled features of every split, computed once per run folder.
+def cached_features(path, model, splits, mean, std, selection, world=ONE_PROCESS):
+    """The frozen body's pooled features of every split, computed once per run folder, in every process of
+    ``world`` (each extracting its share of the rows; the main process alone writes the cache).
 
     ``splits``: name ("train", "test") → (images (N, h, w, 3) uint8, labels (N,)); returns name → (N, F)
     float32. What the cache file ``path`` holds for the same key (``features_key``) is reused, the rest is
     computed (``extract_features``) and the cache saved: when done, or when interrupted (KeyboardInterrupt,
     re-raised) with the rows finished so far, so that the next run continues from there."""
     key = features_key(model, splits, mean, std, selection)
-    features = load_features(path, key, splits, model.config.head_channels, model.dtype)
+    features = load_features(path, key, splits, model.config.head_channels, model.dtype, world)
     found = {name: f.done for name, f in features.items()}
 
     def save_new_rows():
-        """Save the cache if this run computed rows; whether it did."""
+        """Save the cache (the main process) if this run computed rows; whether it did."""
         new = any(f.done > found[name] for name, f in features.items())
-        if new:
+        if new and world.is_main:
             save_features(path, key, splits, features)
         return new
 
     try:
         for name, (images, _) in splits.items():
             if features[name].done < len(images):
-                extract_features(model, images, mean, std, name, features[name])
+                extract_features(model, images, mean, std, name, features[name], world=world)
     except KeyboardInterrupt:
         if save_new_rows():
-            print(f"kept the features finished so far in {path}: {counts(features)} images",
-                  file=sys.stderr, flush=True)
+            world.print(f"kept the features finished so far in {path}: {counts(features)} images",
+                        file=sys.stderr, flush=True)
         raise
     save_new_rows()
     return {name: f.values for name, f in features.items()}
@@ -291,7 +300,7 @@ class LinearProbe(Trainer):
         splits = dict(train=(data.train_images, data.train_labels), test=(data.test_images, data.test_labels))
         selection = {name: getattr(args, name) for name in ("dataset", "subset", "per_class", "test_subset")}
         features = cached_features(os.path.join(run_dir, FEATURES_FILE), model, splits, data.mean, data.std,
-                                   selection)
+                                   selection, world)
         self.train_features, self.test_features = features["train"], features["test"]
         super().__init__(args, config, data, model, run_dir, state, optimizer_state, world)
 

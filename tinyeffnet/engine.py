@@ -13,6 +13,10 @@ also each image averaged with its mirror, reported beside the plain figures) and
     best.npz         the checkpoint with the best test accuracy so far
     curves.png       loss and accuracy per epoch
 
+Progressive learning (``--progressive``, ``tinyeffnet.progressive``): each epoch asks the plan for its stage,
+trains on the training images resized to the stage's size (once per stage, ``Trainer.train_data``) with the
+stage's dropout rate, and records the stage and its size in its row; evaluation stays at the model's resolution.
+
 Reproducibility: the shuffling of epoch e and the augmentation of batch b are drawn from generators seeded by
 (seed, e) and (seed, e, b), and dropout draws from the model's own generator, whose state is saved in every
 checkpoint; so the same seed and thread count give the same run, also across a resume.
@@ -32,11 +36,12 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from tinyeffnet import data as datasets
+from tinyeffnet import progressive
 from tinyeffnet.averaging import WeightAverage
 from tinyeffnet.checkpoint import average_state, save_checkpoint
 from tinyeffnet.errors import TinyEffNetError
@@ -230,6 +235,8 @@ class Trainer:
         self.steps_per_epoch = len(data.train_images) // args.batch_size or 1
         self.total_steps = self.steps_per_epoch * args.epochs
         self.warmup_steps = int(round(args.warmup_epochs * self.steps_per_epoch))
+        self.plan = progressive.plan_for(args, config.resolution) if args.progressive else None
+        self.stage_data = None     # with a plan: the data of the stage last asked for, its images resized
         self.stop_signal = None
         world.broadcast(model)
         for sig in EXIT_SIGNAL:            # from here on, Ctrl-C finishes the current step and saves
@@ -240,6 +247,8 @@ class Trainer:
         st, args = self.state, self.args
         while st.epoch < args.epochs:
             epoch = st.epoch
+            if self.plan is not None:
+                self.model.dropout.rate = self.stage(epoch).dropout
             progress = self.world.progress(self.steps_per_epoch, f"epoch {epoch + 1}/{args.epochs}")
             while st.step_in_epoch < self.steps_per_epoch:
                 start = time.perf_counter()
@@ -280,8 +289,22 @@ class Trainer:
 
     def batch(self, epoch, index):
         """Batch ``index`` of epoch ``epoch``: images (B, H, W, 3) augmented and normalised, labels (B,)."""
-        x, y = augmented_batch(self.data, self.args.seed, epoch, index, self.args.batch_size)
+        x, y = augmented_batch(self.train_data(epoch), self.args.seed, epoch, index, self.args.batch_size)
         return x.astype(self.model.dtype, copy=False), y
+
+    def stage(self, epoch):
+        """The ``progressive.Stage`` that trains epoch ``epoch`` (0-based: once ``epoch`` epochs are done)."""
+        return progressive.stage_at(self.plan, epoch)[1]
+
+    def train_data(self, epoch):
+        """The data epoch ``epoch`` trains on: ``self.data``, or with a plan a copy whose training images are
+        resized (``data.resize_images``, from the model's resolution) to the stage's size, made once per stage."""
+        if self.plan is None:
+            return self.data
+        size = self.stage(epoch).size
+        if self.stage_data is None or self.stage_data.train_images.shape[1] != size:
+            self.stage_data = replace(self.data, train_images=datasets.resize_images(self.data.train_images, size))
+        return self.stage_data
 
     def step(self, x, y, lr):
         return train_step(self.trainable, self.optimizer, x, y, lr, self.args.label_smoothing,
@@ -292,7 +315,8 @@ class Trainer:
         st, s = self.state, self.state.sums
         start = time.perf_counter()
         figures = self.evaluation(self.eval_weights, self.args.tta)
-        row = dict(epoch=st.epoch + 1, train_loss=s["loss"] / s["seen"], train_acc=s["correct"] / s["seen"],
+        stage = self.stage_fields(st.epoch)
+        row = dict(epoch=st.epoch + 1, **stage, train_loss=s["loss"] / s["seen"], train_acc=s["correct"] / s["seen"],
                    **figures, lr=lr, seconds=s["seconds"], eval_seconds=time.perf_counter() - start,
                    images_per_second=s["seen"] / s["seconds"])
         st.history.append(row)
@@ -300,9 +324,11 @@ class Trainer:
         st.sums = RunState().sums
         which = " (EMA)" if row["eval_weights"] == "ema" else ""
         tta = f" (TTA {100 * row['test_acc_tta']:.2f}%)" if "test_acc_tta" in row else ""
-        self.world.print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}% "
-                         f"| test{which} loss {row['test_loss']:.4f} acc {100 * row['test_acc']:.2f}%{tta} "
-                         f"| {row['seconds']:.0f} s, {row['images_per_second']:.0f} img/s", flush=True)
+        size = f" ({row['image_size']}×{row['image_size']})" if stage else ""
+        self.world.print(f"epoch {row['epoch']}: train{size} loss {row['train_loss']:.4f} acc "
+                         f"{100 * row['train_acc']:.2f}% | test{which} loss {row['test_loss']:.4f} acc "
+                         f"{100 * row['test_acc']:.2f}%{tta} | {row['seconds']:.0f} s, "
+                         f"{row['images_per_second']:.0f} img/s", flush=True)
         if self.world.is_main:
             write_metrics(self.run_dir, st.history)
         if row["test_acc"] > st.best_acc:
@@ -312,6 +338,14 @@ class Trainer:
         if self.world.is_main:
             plot_curves(st.history, os.path.join(self.run_dir, "curves.png"),
                         title=f"{self.config.name} on {self.args.dataset}")
+
+    def stage_fields(self, epoch):
+        """What a row and a checkpoint record of epoch ``epoch``'s stage: {"stage": i (1-based), "image_size"},
+        or nothing without a plan."""
+        if self.plan is None:
+            return {}
+        i, stage = progressive.stage_at(self.plan, epoch)
+        return dict(stage=i + 1, image_size=stage.size)
 
     def evaluation(self, weights, tta):
         """The test set's figures after an epoch, with ``weights``: "raw", the model's own, or "ema", their
@@ -350,7 +384,7 @@ class Trainer:
                         best_acc=st.best_acc, noise_rng=self.model.noise_rng.bit_generator.state,
                         args=vars(self.args), classes=self.data.classes,
                         preprocess=dict(mean=self.data.mean.tolist(), std=self.data.std.tolist(),
-                                        resolution=self.config.resolution))
+                                        resolution=self.config.resolution), **self.stage_fields(st.epoch))
         save_checkpoint(os.path.join(self.run_dir, name), self.model, self.optimizer, training, self.average)
 
     # --- signals, and timing one step ----------------------------------------------------------------------
@@ -368,12 +402,13 @@ class Trainer:
                          file=sys.stderr, flush=True)
         return EXIT_SIGNAL[self.stop_signal]
 
-    def measure_step_seconds(self):
-        """Time one training step (after one untimed step that compiles the kernels), then undo both."""
+    def measure_step_seconds(self, epoch=0):
+        """Time one training step on a batch of epoch ``epoch`` (after one untimed step that compiles the
+        kernels), then undo both."""
         parts = [part for part in (self.model, self.optimizer, self.average) if part is not None]
         snapshots = [{k: v.copy() for k, v in part.state_dict().items()} for part in parts]
         rng_state = self.model.noise_rng.bit_generator.state
-        x, y = self.batch(0, 0)
+        x, y = self.batch(epoch, 0)
         self.step(x, y, 0.0)
         start = time.perf_counter()
         self.step(x, y, 0.0)

@@ -151,20 +151,20 @@ def add_progressive_arguments(parser):
     g.add_argument("--progressive", action="store_true",
                    help="train in stages of growing image size and regularization, each interpolated linearly from "
                         "its MIN in the first stage to its MAX in the last; the last trains at --resolution, at which "
-                        "every epoch is evaluated")
-    g.add_argument("--stages", type=positive_int,
+                        "every epoch is evaluated. The stages are spread over --epochs, which a resumed run keeps")
+    g.add_argument("--stages", type=positive_int, metavar="M",
                    help=f"number of stages M, each of whole epochs, at most --epochs "
                         f"(default: {progressive.PAPER_STAGES}, the paper's)")
     g.add_argument("--min-size", type=positive_int, metavar="PIXELS",
                    help="the first stage's image size (default: 128/300 of --resolution, Table 6's proportion, rounded "
                         f"to a multiple of {progressive.SIZE_MULTIPLE}, at least the network's output stride)")
-    ranges = (("dropout_range", fraction, "the classifier's dropout rate γ, in [0, 1)"),
-              ("randaugment_range", non_negative_float, "RandAugment's magnitude ε"),
-              ("mixup_range", non_negative_float, "Mixup's α (0: no Mixup)"))
+    ranges = (("dropout_range", fraction, "the classifier's dropout rate γ, each in [0, 1)"),
+              ("randaugment_range", non_negative_float, "RandAugment's magnitude ε (0: none)"),
+              ("mixup_range", non_negative_float, "Mixup's α (0: none)"))
     for name, convert, what in ranges:
         low, high = progressive.RANGE_FLAGS[name]
         g.add_argument("--" + name.replace("_", "-"), type=convert, nargs=2, metavar=("MIN", "MAX"),
-                       help=f"{what} in the first and the last stage (default: {low:g} {high:g}, Table 6's V2-S)")
+                       help=f"{what}: the first stage's and the last's (default: {low:g} {high:g}, Table 6's V2-S)")
 
 
 def check_recipe_arguments(args):

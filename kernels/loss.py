@@ -1,15 +1,23 @@
-"""Softmax cross-entropy with label smoothing, averaged over the batch.
+"""Softmax cross-entropy with label smoothing, averaged over the batch: against integer labels, and
+against soft targets (Mixup's).
 
-For logits ``z`` (N, K) and integer labels ``y`` (N,), with smoothing ε (0 = plain one-hot):
+For logits ``z`` (N, K) and a target distribution t[n, :] per row, with smoothing ε (0 = none):
 
-    target[n, k]  = (1 − ε) · [k == y_n] + ε / K
+    target[n, k]  = (1 − ε) · t[n, k] + ε / K
     log p[n, k]   = z[n, k] − m_n − log Σ_j exp(z[n, j] − m_n)     with m_n = max_j z[n, j]
     loss          = −(1/N) · Σ_n Σ_k target[n, k] · log p[n, k]
 
-Subtracting the row maximum m_n changes nothing mathematically but keeps every exp(·) ≤ 1, so logits
-of ±1e4 give a finite loss. The gradient of the mean loss with respect to the logits is
+``cross_entropy_*`` take integer labels y (N,), t[n, k] = [k == y_n] (one-hot); ``soft_cross_entropy_*``
+take t itself (N, K), e.g. Mixup's λ·onehot(y_i) + (1 − λ)·onehot(y_j). Both share the row's log-normaliser
+m_n + log Σ_j exp(z[n, j] − m_n) (``_log_normaliser``). Subtracting the row maximum m_n changes nothing
+mathematically but keeps every exp(·) ≤ 1, so logits of ±1e4 give a finite loss. The gradient of the mean
+loss with respect to the logits is
 
     ∂loss/∂z[n, k] = (p[n, k] − target[n, k]) / N
+
+which holds because every row of the target sums to 1 (∂/∂z[n, k] of Σ_j target[n, j] · log p[n, j] is
+target[n, k] − p[n, k] · Σ_j target[n, j]); that is why soft targets must be distributions: entries ≥ 0
+summing to 1 (within ``TARGET_SUM_TOLERANCE``).
 
 The loops are sequential: a batch of logits is tiny next to the feature maps.
 """
@@ -19,14 +27,35 @@ import math
 import numpy as np
 from numba import njit
 
-from ._checks import check_array
+from ._checks import check_array, check_like
+
+# How far a soft target's row may sum from 1: float32 rounding of a few terms, far below a real mistake.
+TARGET_SUM_TOLERANCE = 1e-4
+
+
+@njit(cache=True)
+def _smoothed(t, smoothing, classes):
+    """(1 − ε) · t + ε / K: the smoothed target of one class whose unsmoothed target is t."""
+    return (1.0 - smoothing) * t + smoothing / classes
 
 
 @njit(cache=True)
 def _target(k, label, smoothing, classes):
     """The smoothed one-hot target for class k of a sample whose label is ``label``."""
-    on_label = 1.0 - smoothing if k == label else 0.0
-    return on_label + smoothing / classes
+    return _smoothed(1.0 if k == label else 0.0, smoothing, classes)
+
+
+@njit(cache=True)
+def _log_normaliser(logits, n):
+    """Row n's (m_n, log Σ_j exp(z[n, j] − m_n)), so that log p[n, k] = z[n, k] − m_n − log Σ_j exp(…)."""
+    classes = logits.shape[1]
+    row_max = logits[n, 0]
+    for k in range(1, classes):
+        row_max = max(row_max, logits[n, k])
+    sum_exp = 0.0
+    for k in range(classes):
+        sum_exp += math.exp(logits[n, k] - row_max)
+    return row_max, math.log(sum_exp)
 
 
 @njit(cache=True)
@@ -35,13 +64,7 @@ def _cross_entropy(logits, labels, smoothing, probs):
     batch, classes = logits.shape
     total = 0.0
     for n in range(batch):
-        row_max = logits[n, 0]
-        for k in range(1, classes):
-            row_max = max(row_max, logits[n, k])
-        sum_exp = 0.0
-        for k in range(classes):
-            sum_exp += math.exp(logits[n, k] - row_max)
-        log_sum_exp = math.log(sum_exp)
+        row_max, log_sum_exp = _log_normaliser(logits, n)
         for k in range(classes):
             log_p = logits[n, k] - row_max - log_sum_exp
             probs[n, k] = math.exp(log_p)
@@ -56,6 +79,29 @@ def _cross_entropy_grad(probs, labels, smoothing, dlogits):
     for n in range(batch):
         for k in range(classes):
             dlogits[n, k] = (probs[n, k] - _target(k, labels[n], smoothing, classes)) / batch
+
+
+@njit(cache=True)
+def _soft_cross_entropy(logits, targets, smoothing, probs):
+    """``_cross_entropy`` against the soft targets (N, K) instead of one-hot labels."""
+    batch, classes = logits.shape
+    total = 0.0
+    for n in range(batch):
+        row_max, log_sum_exp = _log_normaliser(logits, n)
+        for k in range(classes):
+            log_p = logits[n, k] - row_max - log_sum_exp
+            probs[n, k] = math.exp(log_p)
+            total -= _smoothed(targets[n, k], smoothing, classes) * log_p
+    return total / batch
+
+
+@njit(cache=True)
+def _soft_cross_entropy_grad(probs, targets, smoothing, dlogits):
+    """dlogits[n, k] = (probs[n, k] − target[n, k]) / N, target from the soft targets (N, K)."""
+    batch, classes = probs.shape
+    for n in range(batch):
+        for k in range(classes):
+            dlogits[n, k] = (probs[n, k] - _smoothed(targets[n, k], smoothing, classes)) / batch
 
 
 def _check_labels(labels, batch, classes):
@@ -78,12 +124,41 @@ def _check_smoothing(smoothing):
     return float(smoothing)
 
 
+def _check_rows(name, a, check):
+    """``a`` (N, K) checked by ``check``, with at least one row and one class."""
+    a = check(name, a, ndim=2)
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one row and one class, got shape {a.shape}")
+    return a
+
+
+def _check_distributions(targets):
+    """Raise unless every row of the host array targets (N, K) is a distribution: entries ≥ 0 summing to 1."""
+    negative = np.argwhere(targets < 0)
+    if negative.size:
+        n, k = negative[0]
+        raise ValueError(f"targets[{n}, {k}] is {targets[n, k]}: soft targets must be ≥ 0 (a distribution per row)")
+    sums = targets.sum(axis=1, dtype=np.float64)
+    bad = np.flatnonzero(~(np.abs(sums - 1.0) <= TARGET_SUM_TOLERANCE))      # NaN sums too
+    if bad.size:
+        n = bad[0]
+        raise ValueError(f"row {n} of targets sums to {sums[n]:.6g}, not 1: each row must be a distribution over "
+                         f"the K classes (divide it by its sum, or give integer labels to cross_entropy_forward)")
+
+
+def _check_soft(name, a, targets, smoothing, check=check_array, to_host=np.asarray):
+    """Check a soft pair's arguments for arrays of the kind ``check``: ``a`` (the logits or probs, (N, K)),
+    targets of its dtype and shape whose rows (read through ``to_host``) are distributions; return them."""
+    a = _check_rows(name, a, check)
+    targets = check_like("targets", targets, a, check)
+    _check_distributions(to_host(targets))
+    return a, targets, _check_smoothing(smoothing)
+
+
 def _check_forward(logits, labels, smoothing, check=check_array, check_labels=_check_labels):
     """Check the forward's arguments for arrays of the kind ``check`` (labels by ``check_labels``); return them."""
-    logits = check("logits", logits, ndim=2)
+    logits = _check_rows("logits", logits, check)
     batch, classes = logits.shape
-    if batch == 0 or classes == 0:
-        raise ValueError(f"logits must have at least one row and one class, got shape {logits.shape}")
     return logits, check_labels(labels, batch, classes), _check_smoothing(smoothing)
 
 
@@ -113,4 +188,25 @@ def cross_entropy_backward(probs, labels, smoothing=0.0):
     probs, labels, smoothing = _check_backward(probs, labels, smoothing)
     dlogits = np.empty_like(probs)
     _cross_entropy_grad(probs, labels, smoothing, dlogits)
+    return dlogits
+
+
+def soft_cross_entropy_forward(logits, targets, smoothing=0.0):
+    """Mean softmax cross-entropy against soft targets, smoothed: target = (1 − ε) · targets + ε / K.
+
+    logits: (N, K) float32/float64; targets: (N, K) of logits' dtype, every row a distribution (entries ≥ 0
+    summing to 1); smoothing: ε in [0, 1). Returns ``(loss, probs)`` as ``cross_entropy_forward``."""
+    logits, targets, smoothing = _check_soft("logits", logits, targets, smoothing)
+    probs = np.empty_like(logits)
+    loss = _soft_cross_entropy(logits, targets, smoothing, probs)
+    return float(loss), probs
+
+
+def soft_cross_entropy_backward(probs, targets, smoothing=0.0):
+    """∂loss/∂logits = (probs − target) / N. probs: (N, K) from the forward; targets, smoothing as there.
+
+    Returns dlogits: (N, K) of probs' dtype."""
+    probs, targets, smoothing = _check_soft("probs", probs, targets, smoothing)
+    dlogits = np.empty_like(probs)
+    _soft_cross_entropy_grad(probs, targets, smoothing, dlogits)
     return dlogits

@@ -41,6 +41,7 @@ from tinyeffnet.kernels import (
 from tinyeffnet.kernels.cuda import activations as activations_cuda
 from tinyeffnet.kernels.cuda import elementwise as elementwise_cuda
 from tinyeffnet.kernels.cuda import linear as linear_cuda
+from tinyeffnet.kernels.cuda import loss as loss_cuda
 from tinyeffnet.kernels.cuda import sgd as sgd_cuda
 from tinyeffnet.scaling import BN_EPSILON, BN_MOMENTUM
 
@@ -260,6 +261,23 @@ def test_cross_entropy(cuda, smoothing, batch, classes, spread):
     labels = np.random.default_rng(1).integers(0, classes, batch)
     _, probs = run_both(cuda, loss.cross_entropy_forward, logits, labels, smoothing, tolerance=LONG_SUMS_F32)
     run_both(cuda, loss.cross_entropy_backward, probs, labels, smoothing, tolerance=TWIN_GRADIENT)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("batch, classes, spread", [(1, 1, 1.0), (3, 5, 1.0), (4, 10, 1e4)])
+def test_soft_cross_entropy(cuda, smoothing, batch, classes, spread):
+    logits = random(batch, classes, spread=spread)
+    targets = np.random.default_rng(1).dirichlet(np.ones(classes), batch).astype(np.float32)
+    _, probs = run_both(cuda, loss.soft_cross_entropy_forward, logits, targets, smoothing, tolerance=LONG_SUMS_F32)
+    run_both(cuda, loss.soft_cross_entropy_backward, probs, targets, smoothing, tolerance=TWIN_GRADIENT)
+
+
+def test_soft_targets_are_checked_on_the_device(cuda):
+    logits = cuda.to_device(np.zeros((2, 2), np.float32))
+    with pytest.raises(ValueError, match="row 1 of targets sums to 0.5, not 1"):
+        loss_cuda.soft_cross_entropy_forward(logits, cuda.to_device(np.array([[1, 0], [0.5, 0]], np.float32)))
+    with pytest.raises(TypeError, match="targets must be a numba.cuda device array"):
+        loss_cuda.soft_cross_entropy_backward(logits, np.full((2, 2), 0.5, np.float32))
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.5])

@@ -197,7 +197,19 @@ def test_download_failure_says_where_it_looked_and_what_to_do(tmp_path, monkeypa
     assert str(data_dir / "cifar-10-batches-bin") in message and str(data_dir / "cifar-10-batches-py") in message
     assert f"download of {url} failed" in message
     assert "--data-dir" in message and "TINYEFFNET_DATA" in message
-    assert list(data_dir.iterdir()) == []
+    assert not data_dir.exists()              # the folder the failed download created is gone again
+
+
+def test_failed_download_keeps_an_existing_data_folder_as_it_was(tmp_path, monkeypatch):
+    monkeypatch.setitem(data.ARCHIVES, "cifar10", ((tmp_path / "missing.tar.gz").as_uri(), "0" * 32))
+    data_dir = tmp_path / "data"
+    (data_dir / "other").mkdir(parents=True)
+    with pytest.raises(TinyEffNetError, match="download of .* failed"):
+        data.load_cifar("cifar10", data_dir / "deeper" / "still")
+    assert [p.name for p in data_dir.iterdir()] == ["other"]   # only what it created went
+    with pytest.raises(TinyEffNetError, match="download of .* failed"):
+        data.load_cifar("cifar10", data_dir)
+    assert [p.name for p in data_dir.iterdir()] == ["other"]
 
 
 def test_resolve_data_dir(tmp_path, monkeypatch):

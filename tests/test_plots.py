@@ -1,9 +1,14 @@
-"""Plots: the misclassified-image grid shows exactly the wrong predictions, in order; every plot writes a PNG."""
+"""Plots: the misclassified-image grid shows exactly the wrong predictions, in order, the RandAugment grid the
+images it was given and their augmentations; every plot writes a PNG."""
 
 import numpy as np
 from PIL import Image
 
-from tinyeffnet.plots import plot_accuracy_vs_time, plot_misclassified
+from tinyeffnet.augment import rand_augment
+from tinyeffnet.plots import plot_accuracy_vs_time, plot_augmented_samples, plot_misclassified
+
+
+from tinyeffnet.plots import plot_accuracy_vs_time, plot_misclassified, plot_throughput_vs_resolution
 
 
 def test_misclassified_grid_shows_the_wrong_predictions(tmp_path):
@@ -31,3 +36,24 @@ def test_accuracy_vs_time_writes_a_png(tmp_path):
     path = tmp_path / "time.png"
     plot_accuracy_vs_time({"a": rows, "b": rows[:2]}, path)
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_augmented_samples_show_each_image_then_randaugment_at_each_magnitude(tmp_path):
+    images = np.random.default_rng(1).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    path = tmp_path / "augmented.png"
+    grid = plot_augmented_samples(images, [0, 5, 15], str(path), seed=4)
+    assert grid.shape == (3, 4, 16, 16, 3) and grid.dtype == np.uint8
+    np.testing.assert_array_equal(grid[:, 0], images)
+    for j, m in enumerate([0, 5, 15], start=1):
+        np.testing.assert_array_equal(grid[:, j], rand_augment(images, m, np.random.default_rng([4, j])))
+    assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_throughput_vs_resolution_writes_a_png_with_and_without_pytorch(tmp_path):
+    points = [dict(model=model, kind=kind, resolution=size, batch=32, images_per_second=1000.0 / size,
+                   **({"torch_images_per_second": 500.0 / size} if model == "b0" else {}))
+              for model in ("b0", "v2-b0") for kind in ("train", "infer") for size in (32, 64, 128)]
+    for name, rows in (("both.png", points), ("inference.png", [p for p in points if p["kind"] == "infer"])):
+        plot_throughput_vs_resolution(rows, tmp_path / name)
+        with Image.open(tmp_path / name) as png:
+            assert png.format == "PNG" and png.width > 300

@@ -86,12 +86,17 @@ def test_the_default_first_size_keeps_table_6_s_proportion_above_the_output_stri
 
 # --- training ------------------------------------------------------------------------------------------------
 def test_a_two_stage_run_trains_at_each_size_and_evaluates_at_the_final_one(tmp_path, monkeypatch, capsys):
-    steps, evaluated, resized = [], [], []
-    train_step, evaluate, resize = engine.train_step, engine.evaluate, datasets.resize_images
+    steps, strengths, evaluated, resized = [], set(), [], []
+    train_step, augmented_batch = engine.train_step, engine.augmented_batch
+    evaluate, resize = engine.evaluate, datasets.resize_images
 
     def spy_step(model, optimizer, x, *args, **kwargs):
         steps.append((x.shape[1], model.dropout.rate))
         return train_step(model, optimizer, x, *args, **kwargs)
+
+    def spy_batch(data, seed, epoch, index, batch_size, magnitude, mixup_alpha):
+        strengths.add((data.train_images.shape[1], magnitude, mixup_alpha))
+        return augmented_batch(data, seed, epoch, index, batch_size, magnitude, mixup_alpha)
 
     def spy_evaluate(model, images, *args, **kwargs):
         evaluated.append(images.shape[1])
@@ -102,14 +107,16 @@ def test_a_two_stage_run_trains_at_each_size_and_evaluates_at_the_final_one(tmp_
         return resize(images, size)
 
     monkeypatch.setattr(engine, "train_step", spy_step)
+    monkeypatch.setattr(engine, "augmented_batch", spy_batch)
     monkeypatch.setattr(engine, "evaluate", spy_evaluate)
     monkeypatch.setattr(datasets, "resize_images", spy_resize)
     out = tmp_path / "run"
-    assert train.main([*TINY, *CIFAR_STEM, "--epochs", "2", "--progressive", "--stages", "2",
-                       "--out", str(out)]) == 0
+    assert train.main([*TINY, *CIFAR_STEM, "--epochs", "2", "--progressive", "--stages", "2", "--mixup-range", "0",
+                       "0.4", "--out", str(out)]) == 0
     timing, trained = steps[:4], steps[4:]                   # two timed steps in each stage, then 4 steps an epoch
     assert [size for size, _ in timing] == [16, 16, 32, 32]
     assert trained == [(16, 0.1)] * 4 + [(32, 0.3)] * 4
+    assert strengths == {(16, 5, 0), (32, 15, 0.4)}          # RandAugment and Mixup of each stage
     assert evaluated == [32, 32]
     # prepare_dataset: the training and test images at the model's resolution; then once per stage, never per batch
     assert resized == [(256, 32), (64, 32), (256, 16), (256, 32), (256, 16), (256, 32)]
@@ -117,7 +124,8 @@ def test_a_two_stage_run_trains_at_each_size_and_evaluates_at_the_final_one(tmp_
     assert [(r["stage"], r["image_size"]) for r in rows] == [(1, 16), (2, 32)]
     text = capsys.readouterr().out
     assert ("stage     1/2: epoch 1, 16×16 images, dropout 0.1, RandAugment magnitude 5, Mixup α 0\n"
-            "stage     2/2: epoch 2, 32×32 images, dropout 0.3, RandAugment magnitude 15, Mixup α 0\n") in text
+            "stage     2/2: epoch 2, 32×32 images, dropout 0.3, RandAugment magnitude 15, Mixup α 0.4\n") in text
+    assert "augmentation: random crop and flip, then RandAugment and Mixup at each stage's strength (below)" in text
     assert "epoch 1: train (16×16) loss" in text and "epoch 2: train (32×32) loss" in text
     assert "s per step of 64 images in the stages left (timed in each)" in text
     config, _, _, training = load_checkpoint(out / "latest.npz")
@@ -140,7 +148,8 @@ def interrupted_in_epoch_2(monkeypatch, argv):
 
 def test_resuming_in_the_middle_of_the_plan_continues_its_stage_and_equals_an_uninterrupted_run(
         tmp_path, monkeypatch, capsys):
-    recipe = [*TINY, *CIFAR_STEM, "--epochs", "3", "--progressive", "--stages", "3", "--dropout-range", "0.1", "0.5"]
+    recipe = [*TINY, *CIFAR_STEM, "--epochs", "3", "--progressive", "--stages", "3", "--dropout-range", "0.1", "0.5",
+              "--mixup-range", "0", "0.2"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert train.main([*recipe, "--out", str(straight)]) == 0
     interrupted_in_epoch_2(monkeypatch, [*recipe, "--out", str(resumed)])
@@ -198,6 +207,9 @@ def exit_status(argv):
     (["--progressive", "--dropout-range", "0.3", "0.1"], "--dropout-range 0.3 0.1: the first stage's value is above"),
     (["--progressive", "--randaugment-range", "15", "5"], "--randaugment-range 15 5: the first stage's value"),
     (["--progressive", "--mixup-range", "0.4", "0.2"], "--mixup-range 0.4 0.2: the first stage's value"),
+    (["--progressive", "--randaugment", "10"], "--randaugment 10 holds its strength fixed, but --progressive grows "
+                                               "it stage by stage; give --randaugment-range MIN MAX instead"),
+    (["--progressive", "--mixup", "0.2"], "--mixup 0.2 holds its strength fixed"),
     (["--progressive", "--dropout-range", "0.1", "1"], "argument --dropout-range: must be a number in [0, 1), got '1'"),
     (["--progressive", "--mixup-range", "-1", "0"], "argument --mixup-range: must be a finite number ≥ 0, got '-1'"),
     (["--progressive", "--stages", "0"], "argument --stages: must be at least 1, got 0"),

@@ -31,7 +31,7 @@ from tinyeffnet.scaling import ModelConfig
 TINY = ["--dataset", "synthetic", "--phi", "0", "--width", "0.25", "--depth", "0.1", "--subset", "256",
         "--test-subset", "64", "--batch-size", "64"]
 TIMING = {"seconds", "eval_seconds", "images_per_second"}        # the metrics that differ between two runs
-NEW_FLAGS = ("optimizer", "rmsprop_decay", "betas", "eps", "ema", "tta", "init")
+NEW_FLAGS = ("optimizer", "rmsprop_decay", "betas", "eps", "ema", "tta", "init", "randaugment", "mixup")
 K = 10                                                            # the synthetic set's classes
 
 
@@ -116,8 +116,8 @@ def test_each_optimizer_takes_its_own_flags(optimizer, settings, cls):
 
 
 def test_a_checkpoint_from_before_the_new_flags_resumes_as_sgd(tmp_path, monkeypatch):
-    """A run saved before --optimizer and --init existed (no such fields in its arguments or its config) resumes
-    with SGD and ends as an uninterrupted run."""
+    """A run saved before --optimizer, --init, --randaugment and --mixup existed (no such fields in its arguments or
+    its config) resumes with SGD and without RandAugment or Mixup, and ends as an uninterrupted run."""
     straight, old = tmp_path / "straight", tmp_path / "old"
     assert train.main([*TINY, "--epochs", "2", "--out", str(straight)]) == 0
     interrupted_in_epoch_2(monkeypatch, [*TINY, "--epochs", "2", "--out", str(old)])
@@ -226,7 +226,7 @@ def first_step_losses(init, seeds=range(3)):
     losses = []
     for seed in seeds:
         model = EfficientNet(config, seed)
-        x, y = engine.augmented_batch(data, seed, 0, 0, args.batch_size)
+        x, y, _ = engine.augmented_batch(data, seed, 0, 0, args.batch_size)
         loss, _ = engine.train_step(model, SGD(model.named_parameters(), model.named_grads(), lr=0.1), x, y, 0.1)
         losses.append(loss / math.log(K))
     return np.array(losses)

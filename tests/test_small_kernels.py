@@ -16,7 +16,12 @@ from tinyeffnet.kernels.dropout import (
     dropout_mask,
 )
 from tinyeffnet.kernels.linear import linear_backward, linear_forward
-from tinyeffnet.kernels.loss import cross_entropy_backward, cross_entropy_forward
+from tinyeffnet.kernels.loss import (
+    cross_entropy_backward,
+    cross_entropy_forward,
+    soft_cross_entropy_backward,
+    soft_cross_entropy_forward,
+)
 from tinyeffnet.kernels.pooling import global_avg_pool_backward, global_avg_pool_forward
 from tinyeffnet.kernels.scale import channel_scale_backward, channel_scale_forward
 
@@ -94,12 +99,16 @@ def test_linear_backward_matches_central_differences(batch, f_in, f_out, seed):
 # Cross-entropy with label smoothing
 
 
-def reference_cross_entropy(logits, labels, smoothing):
+def reference_soft_cross_entropy(logits, targets, smoothing):
     """Straight from the definition, without the max shift (so only for moderate logits)."""
     n, k = logits.shape
     log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    target = (1.0 - smoothing) * np.eye(k)[labels] + smoothing / k
+    target = (1.0 - smoothing) * targets + smoothing / k
     return -(target * log_p).sum() / n, np.exp(log_p)
+
+
+def reference_cross_entropy(logits, labels, smoothing):
+    return reference_soft_cross_entropy(logits, np.eye(logits.shape[1])[labels], smoothing)
 
 
 @DTYPE_TOLS
@@ -133,6 +142,59 @@ def test_cross_entropy_backward_matches_central_differences(batch, classes, smoo
     dlogits = cross_entropy_backward(probs, labels, smoothing)
     expected = numerical_gradient(lambda: cross_entropy_forward(logits, labels, smoothing)[0], logits)
     np.testing.assert_allclose(dlogits, expected, **GRADIENT)
+
+
+# Cross-entropy against soft targets (Mixup's)
+
+
+def distributions(rng, batch, classes):
+    """Random soft targets (N, K): every row a distribution, from a flat Dirichlet."""
+    return rng.dirichlet(np.ones(classes), batch)
+
+
+@DTYPE_TOLS
+@pytest.mark.parametrize("smoothing", SMOOTHINGS)
+def test_soft_cross_entropy_forward_matches_numpy(smoothing, dtype, tol):
+    (logits,) = normal(3, (5, 4), dtype=dtype)
+    targets = distributions(np.random.default_rng(4), 5, 4).astype(dtype)
+    loss, probs = soft_cross_entropy_forward(logits, targets, smoothing)
+    want_loss, want_probs = reference_soft_cross_entropy(logits.astype(np.float64), targets.astype(np.float64),
+                                                         smoothing)
+    assert isinstance(loss, float) and probs.dtype == dtype
+    np.testing.assert_allclose(loss, want_loss, **tol)
+    np.testing.assert_allclose(probs, want_probs, **tol)
+
+
+@given(st.integers(1, 4), st.integers(1, 7), st.sampled_from(SMOOTHINGS), seeds)
+def test_soft_cross_entropy_backward_matches_central_differences(batch, classes, smoothing, seed):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0.0, 3.0, (batch, classes))
+    targets = distributions(rng, batch, classes)
+    _, probs = soft_cross_entropy_forward(logits, targets, smoothing)
+    dlogits = soft_cross_entropy_backward(probs, targets, smoothing)
+    expected = numerical_gradient(lambda: soft_cross_entropy_forward(logits, targets, smoothing)[0], logits)
+    np.testing.assert_allclose(dlogits, expected, **GRADIENT)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("smoothing", SMOOTHINGS)
+def test_soft_cross_entropy_of_one_hot_targets_is_the_labels_kernel(smoothing, dtype):
+    (logits,) = normal(5, (6, 5), dtype=dtype)
+    labels = np.array([4, 0, 2, 2, 1, 3])
+    one_hot = np.eye(5, dtype=dtype)[labels]
+    loss, probs = cross_entropy_forward(logits, labels, smoothing)
+    soft_loss, soft_probs = soft_cross_entropy_forward(logits, one_hot, smoothing)
+    assert soft_loss == loss
+    np.testing.assert_array_equal(soft_probs, probs)
+    np.testing.assert_array_equal(soft_cross_entropy_backward(probs, one_hot, smoothing),
+                                  cross_entropy_backward(probs, labels, smoothing))
+
+
+def test_soft_cross_entropy_of_huge_logits_is_finite():
+    logits = np.array([[1e4, -1e4, 0.0], [1e4, -1e4, 0.0]])
+    loss, _ = soft_cross_entropy_forward(logits, np.array([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]]))
+    # Row 0: half of log p = −2e4 for class 1 (1e4); row 1 is right with certainty (0): mean 5e3.
+    assert loss == pytest.approx(5e3, rel=1e-12)
 
 
 # Dropout and drop connect
@@ -244,6 +306,36 @@ BAD_INPUTS = {
         lambda: cross_entropy_forward(np.zeros((2, 5)), np.array([0])),
         ValueError,
         r"labels has shape \(1,\), expected \(2,\)",
+    ),
+    "soft targets of another shape": (
+        lambda: soft_cross_entropy_forward(np.zeros((2, 5)), np.full((2, 4), 0.25)),
+        ValueError,
+        r"targets has shape \(2, 4\), expected \(2, 5\)",
+    ),
+    "soft targets of another dtype": (
+        lambda: soft_cross_entropy_forward(np.zeros((2, 2)), np.full((2, 2), 0.5, np.float32)),
+        TypeError,
+        "targets has dtype float32 but the other inputs are float64",
+    ),
+    "soft targets whose row does not sum to 1": (
+        lambda: soft_cross_entropy_forward(np.zeros((3, 2)), np.array([[0.5, 0.5], [0.5, 0.4], [1.0, 0.0]])),
+        ValueError,
+        "row 1 of targets sums to 0.9, not 1",
+    ),
+    "soft targets that are not a number": (
+        lambda: soft_cross_entropy_backward(np.zeros((1, 2)), np.array([[np.nan, 1.0]])),
+        ValueError,
+        "row 0 of targets sums to nan, not 1",
+    ),
+    "negative soft targets": (
+        lambda: soft_cross_entropy_backward(np.zeros((1, 3)), np.array([[1.5, -0.5, 0.0]])),
+        ValueError,
+        r"targets\[0, 1\] is -0.5: soft targets must be ≥ 0",
+    ),
+    "soft targets for no classes": (
+        lambda: soft_cross_entropy_forward(np.zeros((2, 0)), np.zeros((2, 0))),
+        ValueError,
+        "logits must have at least one row and one class",
     ),
     "smoothing of one": (
         lambda: cross_entropy_forward(np.zeros((2, 5)), np.array([0, 1]), smoothing=1.0),

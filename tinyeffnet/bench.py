@@ -1,9 +1,10 @@
 """Benchmarks, so that speed is measured rather than claimed.
 
-    python -m tinyeffnet.bench                       # EfficientNet-B0 at 32×32: training and inference images/s,
-                                                     # peak memory, time to the first step (cold and warm JIT cache)
+    python -m tinyeffnet.bench                       # B0 and V2-B0 at 32×32: training and inference images/s,
+                                                     # peak memory; time to B0's first step (cold and warm JIT cache)
     python -m tinyeffnet.bench --vs-torch            # the same workloads with PyTorch, alternating, and the ratios
     python -m tinyeffnet.bench --kernels             # a table: ms and GFLOP/s per kernel, forward and backward
+    python -m tinyeffnet.bench --sweep --plot s.png  # images/s, effective GFLOP/s and % of peak over sizes and batches
     python -m tinyeffnet.bench --ranks 2             # training images/s: 2 MPI ranks × 1 thread against 1 × 2 threads
     python -m tinyeffnet.bench --json                # one JSON object instead of text
 
@@ -14,17 +15,43 @@ training command's recipe; see ``tinyeffnet.engine.train_step``), inference an e
 worker's peak resident set. "First step" is the wall time from launching a worker until its first training
 step has finished: *cold* with an empty Numba cache (every kernel compiled), *warm* with the cache the cold
 run filled. With ``--vs-torch`` the PyTorch workers (the repository's ``tools/bench_torch.py``, reference
-``efficientnet_pytorch`` B0, same threads, batch, resolution and optimiser) run alternately with ours,
+``efficientnet_pytorch``, same threads, batch, resolution and optimiser) run alternately with ours,
 ``--rounds`` times each, and the ratios compare medians from the same run: the machine's noise hits both
 sides alike.
 
-**Kernels.** Rows use EfficientNet-B0's layer shapes for a 32×32 input (the stem halves it to 16×16),
-batch 128, float32. Each time is the median of ``--repeats`` calls after one warm-up call (which also
-compiles the Numba loops). FLOPs are counted as 2 per multiply-add of the textbook formula, taps that
-fall on padding included: a convolution producing ``M`` outputs from ``K`` products each does ``2·M·K``
-in forward; backward computes dx and dw, each one multiply-add per forward one, so ``4·M·K``. A row may
-leave its FLOPs as ``None`` (for memory-bound kernels where FLOP/s says little); the table then prints "-".
-To add a kernel, append a ``KernelCase`` to ``KERNEL_CASES``.
+**Models.** ``--models`` names variants of ``tinyeffnet.scaling.VARIANTS``, each with 10 classes and the stem
+of the training command's default, stride 2 (the paper's). V2-B0 is adapted to 32×32 CIFAR as V1 is, by
+nothing but its input size and classifier: its stem also has stride 2, so a 32×32 image ends at 1×1 (output
+stride 32), and its Fused-MBConv stages run at 16×16, 8×8 and 4×4. ``efficientnet_pytorch`` has B0–B7 only,
+so the other variants have no PyTorch figures and no ratios.
+
+**Kernels.** Rows use EfficientNet-B0's layer shapes for a 32×32 input (the stem halves it to 16×16), and the
+dense 3×3 convolutions of V2-B0's Fused-MBConv stages at the same input, batch 128, float32. Each time is
+the median of ``--repeats`` calls after one warm-up call (which also compiles the Numba loops). FLOPs are
+counted as 2 per multiply-add of the textbook formula, taps that fall on padding included: a convolution
+producing ``M`` outputs from ``K`` products each (dense k×k: ``M = N·Ho·Wo·C_out``, ``K = k·k·C_in``;
+depthwise: ``K = k·k``; 1×1: ``K = C_in``) does ``2·M·K`` in forward; backward computes dx and dw, each one
+multiply-add per forward one, so ``4·M·K``. A row may leave its FLOPs as ``None`` (for memory-bound kernels
+where FLOP/s says little); the table then prints "-". To add a kernel, append a ``KernelCase`` to
+``KERNEL_CASES``.
+
+**Sweep** (``--sweep``). Training steps and inference passes at every combination of ``--models``,
+``--resolutions`` and ``--batches``, each point in its own worker, ``--rounds`` × ``--steps`` after one warm-up
+step, PyTorch alternating with ours under ``--vs-torch``. Training skips batch 1: at 32×32 the last batch
+norms would normalise one value per channel (PyTorch refuses to), and batch norm is not trained on single
+images. The default grid finishes in a few minutes on 2 cores; the full one is
+``--resolutions 32,64,96,128,160,192,224 --batches 1,8,32,128,256``. Effective GFLOP/s counts the
+multiply-adds of one forward pass of one image at that size (``tinyeffnet.summary``'s count: convolutions
+and the classifier) as 2 FLOPs each, and a training step as 3 forward passes (the forward, then the
+backward's dx and dw, each as many multiply-adds as the forward)::
+
+    GFLOP/s = 2 · MACs(image) · P · images/s / 1e9        P = 3 for a training step, 1 for inference
+
+PyTorch's figure counts the same multiply-adds (the same architecture), so its ratio is that of images/s.
+"% peak" divides by a practical peak measured at the start of the same run: the median GFLOP/s of a float32
+``n×n @ n×n`` NumPy product (n = 2048, ``2·n³`` FLOPs) with ``--threads`` OpenBLAS threads, which sits below
+the theoretical cores × clock × SIMD lanes × 2 (an FMA) × FMA units per core. ``--plot PATH`` draws images/s
+against resolution for both libraries.
 
 **Ranks** (the ``mpi`` extra). The training worker twice, alternating ``--rounds`` times: under
 ``mpiexec -n N`` with one thread per rank (data parallelism, ``tinyeffnet.distributed``: each rank takes
@@ -51,22 +78,37 @@ from typing import Callable, Optional
 import numba
 import numpy as np
 
-from tinyeffnet.cli import integer_at_least, make_parser, non_negative_int, positive_int
+from tinyeffnet.cli import (PAPER_STEM_STRIDE, integer_at_least, make_parser, min_resolution, non_negative_int,
+                            positive_int)
 from tinyeffnet.kernels.conv2d import conv2d_backward, conv2d_forward
 from tinyeffnet.kernels.depthwise import depthwise_conv_backward, depthwise_conv_forward
 from tinyeffnet.kernels.padding import same_padding
 from tinyeffnet.kernels.pointwise import pointwise_conv_backward, pointwise_conv_forward
+from tinyeffnet.scaling import VARIANTS, config_for_variant
 from tinyeffnet.train import DEFAULT_BATCH_SIZE, DEFAULT_LABEL_SMOOTHING, DEFAULT_MOMENTUM, DEFAULT_WEIGHT_DECAY
 
 BATCH = DEFAULT_BATCH_SIZE  # training and kernel rows
 INFER_BATCH = 256
 RESOLUTION = 32
 NUM_CLASSES = 10
+STEM_STRIDE = PAPER_STEM_STRIDE   # the training command's default, for V1 and V2 alike
 DTYPE = np.float32
 DEFAULT_REPEATS = 10
 WORKER_STEPS = 10
 WORKER_WARMUP = 2
 DEFAULT_ROUNDS = 3
+DEFAULT_MODELS = ("b0", "v2-b0")
+SWEEP_MODELS = ("b0", "b2")
+SWEEP_RESOLUTIONS = (32, 128, 224)
+SWEEP_BATCHES = (1, 32)
+SWEEP_STEPS = 3
+SWEEP_WARMUP = 1
+SWEEP_ROUNDS = 1
+MIN_TRAIN_BATCH = 2         # the sweep's training points start here (see the module docstring)
+TRAINING_PASSES = 3         # a training step counted as this many forward passes, for effective GFLOP/s
+MATMUL_SIZE = 2048          # the practical peak: a float32 (n × n) @ (n × n) product
+MATMUL_REPEATS = 5
+TORCH_MODELS = {f"b{i}": f"efficientnet-b{i}" for i in range(8)}   # efficientnet_pytorch's names; no Lite, no V2
 LR = 0.05                   # the step's time does not depend on it; tools/bench_torch.py uses the same
 TORCH_WORKER = Path(__file__).resolve().parents[1] / "tools" / "bench_torch.py"   # in a clone, not installed
 
@@ -134,6 +176,12 @@ KERNEL_CASES = [
     pointwise_case("pointwise 96→24 at 16×16", 16, 96, 24),
     pointwise_case("pointwise 144→24 (stage 2 project)", 8, 144, 24),
     pointwise_case("pointwise 320→1280 (head)", 1, 320, 1280),
+    # V2-B0's Fused-MBConv stages at a 32×32 input: the dense k×k convolution (expansion e: C_in → C_in·e)
+    conv2d_case("fused 3×3 s1, 32→16 (V2 stage 1, e = 1)", 16, 32, 16, 3, 1),
+    conv2d_case("fused 3×3 s2, 16→64 (V2 stage 2 expand)", 16, 16, 64, 3, 2),
+    conv2d_case("fused 3×3 s1, 32→128 (V2 stage 2, repeat)", 8, 32, 128, 3, 1),
+    conv2d_case("fused 3×3 s2, 32→128 (V2 stage 3 expand)", 8, 32, 128, 3, 2),
+    conv2d_case("fused 3×3 s1, 48→192 (V2 stage 3, repeat)", 4, 48, 192, 3, 1),
 ]
 
 
@@ -171,34 +219,46 @@ def run_kernel_cases(cases, repeats, seed=0):
     return rows
 
 
-def format_table(rows):
-    def number(value):
-        return "-" if value is None else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+def number(value):
+    """A table cell: "-" for None, one decimal from 10 up, two below."""
+    return "-" if value is None else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
-    header = ("kernel", "input (NHWC)", "fwd ms", "fwd GFLOP/s", "bwd ms", "bwd GFLOP/s")
-    lines = [[row["kernel"], "×".join(map(str, row["input_shape"])), number(row["forward_ms"]),
-              number(row["forward_gflops"]), number(row["backward_ms"]), number(row["backward_gflops"])]
-             for row in rows]
+
+def aligned(header, lines):
+    """Rows of cells as text columns: the first left-aligned, the others right-aligned."""
     widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{widths[0]}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
     return "\n".join(fmt.format(*line) for line in [header, *lines])
 
 
+def format_table(rows):
+    header = ("kernel", "input (NHWC)", "fwd ms", "fwd GFLOP/s", "bwd ms", "bwd GFLOP/s")
+    lines = [[row["kernel"], "×".join(map(str, row["input_shape"])), number(row["forward_ms"]),
+              number(row["forward_gflops"]), number(row["backward_ms"]), number(row["backward_gflops"])]
+             for row in rows]
+    return aligned(header, lines)
+
+
 # --- the model workloads, each in its own process ------------------------------------------------------
-def worker(kind, batch, steps, warmup):
-    """Run ``steps`` timed steps (after ``warmup``) of B0 training or inference; return the JSON-able result
-    (under mpiexec, rank 0's; None on the other ranks)."""
+def bench_config(variant, resolution):
+    """The ``ModelConfig`` every workload builds: ``variant`` with ``NUM_CLASSES`` classes and ``STEM_STRIDE``."""
+    return config_for_variant(variant, NUM_CLASSES, resolution, STEM_STRIDE)
+
+
+def worker(kind, batch, steps, warmup, variant=DEFAULT_MODELS[0], resolution=RESOLUTION):
+    """Run ``steps`` timed steps (after ``warmup``) of training or inference of ``variant`` on
+    (batch, resolution, resolution, 3) images; return the JSON-able result (under mpiexec, rank 0's; None on
+    the other ranks)."""
     from tinyeffnet.model import EfficientNet
     from tinyeffnet.optim import SGD
-    from tinyeffnet.scaling import config_for_phi
     from tinyeffnet.engine import train_step
     from tinyeffnet.distributed import make_world
 
     world = make_world()                 # under mpiexec: this rank's share of the batch, gradients averaged
-    model = EfficientNet(config_for_phi(0, num_classes=NUM_CLASSES), dtype=DTYPE)
+    model = EfficientNet(bench_config(variant, resolution), dtype=DTYPE)
     world.broadcast(model)
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, RESOLUTION, RESOLUTION, 3), dtype=DTYPE)
+    x = rng.standard_normal((batch, resolution, resolution, 3), dtype=DTYPE)
     y = rng.integers(0, NUM_CLASSES, batch)
     optimizer = SGD(model.named_parameters(), model.named_grads(), lr=LR, momentum=DEFAULT_MOMENTUM,
                     weight_decay=DEFAULT_WEIGHT_DECAY)
@@ -233,59 +293,185 @@ def run_worker(command, env):
     return json.loads(done.stdout.strip().splitlines()[-1]), seconds
 
 
-def our_command(kind, batch, steps, warmup):
+def our_command(kind, batch, steps, warmup, variant=DEFAULT_MODELS[0], resolution=RESOLUTION):
     return [sys.executable, "-m", "tinyeffnet.bench", "--worker", kind, "--batch", str(batch),
-            "--steps", str(steps), "--warmup", str(warmup)]
+            "--steps", str(steps), "--warmup", str(warmup), "--worker-variant", variant,
+            "--worker-resolution", str(resolution)]
 
 
-def torch_command(python, kind, batch, steps, warmup, threads):
-    return [python, str(TORCH_WORKER), kind, "--batch", str(batch), "--steps", str(steps), "--warmup",
-            str(warmup), "--threads", str(threads), "--resolution", str(RESOLUTION), "--classes", str(NUM_CLASSES)]
+def torch_command(python, kind, batch, steps, warmup, threads, variant=DEFAULT_MODELS[0], resolution=RESOLUTION):
+    return [python, str(TORCH_WORKER), kind, "--model", TORCH_MODELS[variant], "--batch", str(batch), "--steps",
+            str(steps), "--warmup", str(warmup), "--threads", str(threads), "--resolution", str(resolution),
+            "--classes", str(NUM_CLASSES)]
+
+
+def worker_env(threads):
+    """The environment of a worker with ``threads`` Numba (OpenMP) threads."""
+    return dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
 
 
 def median_of(results, key):
     return statistics.median(r[key] for r in results)
 
 
-def run_model_benchmark(threads, rounds, steps, torch_python=None, report=print):
-    """The model figures (and PyTorch's, alternating, if ``torch_python`` is given) as one dict."""
-    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+def has_torch_model(variant, torch_python):
+    """Whether PyTorch runs beside ``variant``: asked for (``torch_python``) and in ``efficientnet_pytorch``."""
+    return bool(torch_python) and variant in TORCH_MODELS
+
+
+def model_medians(results, variant):
+    """Medians over the rounds of ``variant``'s workloads in ``results`` {(variant, kind, batch): [worker results]}."""
+    train, infer = results[variant, "train", BATCH], results[variant, "infer", INFER_BATCH]
+    return dict(train_images_per_second=median_of(train, "images_per_second"),
+                infer_images_per_second=median_of(infer, "images_per_second"),
+                peak_rss_mib=median_of(train, "peak_rss_mib"))
+
+
+def run_model_benchmark(models, threads, rounds, steps, torch_python=None, report=print):
+    """The figures of each variant in ``models`` at 32×32 (and PyTorch's, alternating, where ``torch_python``
+    is given and it has the variant) as one dict; the first step is that of ``models[0]``."""
+    env = worker_env(threads)
     with tempfile.TemporaryDirectory() as cache:
         env["NUMBA_CACHE_DIR"] = cache              # empty: the first worker compiles every kernel
-        report("first training step, cold JIT cache …")
-        _, cold = run_worker(our_command("train", BATCH, 1, 0), env)
-        report("first training step, warm JIT cache …")
-        _, warm = run_worker(our_command("train", BATCH, 1, 0), env)
-        ours = dict(train=[], infer=[])
-        theirs = dict(train=[], infer=[], first_step=[])
+        report(f"first training step of {models[0]}, cold JIT cache …")
+        _, cold = run_worker(our_command("train", BATCH, 1, 0, models[0]), env)
+        report(f"first training step of {models[0]}, warm JIT cache …")
+        _, warm = run_worker(our_command("train", BATCH, 1, 0, models[0]), env)
+        workloads = [(variant, kind, batch) for variant in models
+                     for kind, batch in (("train", BATCH), ("infer", INFER_BATCH))]
+        ours = {workload: [] for workload in workloads}
+        theirs = {workload: [] for workload in workloads}
         for r in range(rounds):
-            for kind, batch in (("train", BATCH), ("infer", INFER_BATCH)):
-                report(f"round {r + 1}/{rounds}: {kind}, batch {batch} …")
-                ours[kind].append(run_worker(our_command(kind, batch, steps, WORKER_WARMUP), env)[0])
-                if torch_python:
-                    result, seconds = run_worker(torch_command(torch_python, kind, batch, steps, WORKER_WARMUP,
-                                                               threads), env)
-                    theirs[kind].append(result)
-    result = dict(
-        model="EfficientNet-B0 (faithful, stem stride 2)", resolution=RESOLUTION, num_classes=NUM_CLASSES,
-        train_batch=BATCH, infer_batch=INFER_BATCH, threads=threads, rounds=rounds, steps_per_round=steps,
-        train_images_per_second=median_of(ours["train"], "images_per_second"),
-        infer_images_per_second=median_of(ours["infer"], "images_per_second"),
-        peak_rss_mib=median_of(ours["train"], "peak_rss_mib"),
-        first_step_seconds_cold=cold, first_step_seconds_warm=warm,
-    )
-    if torch_python:
-        torch_result = dict(
-            train_images_per_second=median_of(theirs["train"], "images_per_second"),
-            infer_images_per_second=median_of(theirs["infer"], "images_per_second"),
-            peak_rss_mib=median_of(theirs["train"], "peak_rss_mib"),
-            versions=theirs["train"][0]["versions"])
-        result["torch"] = torch_result
-        result["ratios"] = dict(
-            train_throughput=result["train_images_per_second"] / torch_result["train_images_per_second"],
-            infer_throughput=result["infer_images_per_second"] / torch_result["infer_images_per_second"],
-            peak_memory=result["peak_rss_mib"] / torch_result["peak_rss_mib"])
-    return result
+            for variant, kind, batch in workloads:
+                report(f"round {r + 1}/{rounds}: {variant} {kind}, batch {batch} …")
+                ours[variant, kind, batch].append(
+                    run_worker(our_command(kind, batch, steps, WORKER_WARMUP, variant), env)[0])
+                if has_torch_model(variant, torch_python):
+                    theirs[variant, kind, batch].append(run_worker(
+                        torch_command(torch_python, kind, batch, steps, WORKER_WARMUP, threads, variant), env)[0])
+    figures = {}
+    for variant in models:
+        figures[variant] = model_medians(ours, variant)
+        if has_torch_model(variant, torch_python):
+            mine, torch_figures = figures[variant], model_medians(theirs, variant)
+            mine["torch"] = dict(torch_figures, versions=theirs[variant, "train", BATCH][0]["versions"])
+            mine["ratios"] = dict(
+                train_throughput=mine["train_images_per_second"] / torch_figures["train_images_per_second"],
+                infer_throughput=mine["infer_images_per_second"] / torch_figures["infer_images_per_second"],
+                peak_memory=mine["peak_rss_mib"] / torch_figures["peak_rss_mib"])
+    return dict(resolution=RESOLUTION, num_classes=NUM_CLASSES, stem_stride=STEM_STRIDE, train_batch=BATCH,
+                infer_batch=INFER_BATCH, threads=threads, rounds=rounds, steps_per_round=steps,
+                first_step_model=models[0], first_step_seconds_cold=cold, first_step_seconds_warm=warm,
+                models=figures)
+
+
+# --- the size sweep ----------------------------------------------------------------------------------------
+def matmul_peak(size=MATMUL_SIZE, repeats=MATMUL_REPEATS):
+    """The practical FP32 peak: GFLOP/s of a float32 (size × size) @ (size × size) NumPy product, ``2·size³``
+    FLOPs, median of ``repeats`` calls after one warm-up (run in a worker whose OpenBLAS has the threads)."""
+    rng = np.random.default_rng(0)
+    a, b = _normal(rng, (size, size)), _normal(rng, (size, size))
+    return dict(gflops=gflops(2 * size ** 3, median_ms(lambda: a @ b, repeats)), size=size,
+                openblas_threads=os.environ.get("OPENBLAS_NUM_THREADS"))
+
+
+def macs_per_image(variant, resolution):
+    """Multiply-adds of one forward pass of one image (``tinyeffnet.summary``'s count)."""
+    from tinyeffnet.model import EfficientNet
+    from tinyeffnet.summary import summarize
+
+    return sum(row[4] for row in summarize(EfficientNet(bench_config(variant, resolution), dtype=DTYPE)))
+
+
+def effective_gflops(macs, images_per_second, kind):
+    """``2 · macs · P · images/s / 1e9`` with P = ``TRAINING_PASSES`` for "train", 1 for "infer"."""
+    passes = TRAINING_PASSES if kind == "train" else 1
+    return 2 * macs * passes * images_per_second / 1e9
+
+
+def sweep_grid(models, resolutions, batches):
+    """The sweep's points ``(variant, kind, resolution, batch)`` in the order they run; training from
+    ``MIN_TRAIN_BATCH`` images."""
+    return [(variant, kind, resolution, batch) for variant in models for kind in ("train", "infer")
+            for resolution in resolutions for batch in batches if kind == "infer" or batch >= MIN_TRAIN_BATCH]
+
+
+def sweep_worker(command, env, errors):
+    """``run_worker``'s result, or None when the worker fails (its error's last line appended to ``errors``):
+    a point that runs out of memory at a large size leaves the rest of the grid to run."""
+    try:
+        return run_worker(command, env)[0]
+    except RuntimeError as failure:
+        errors.append(str(failure).strip().splitlines()[-1])
+        return None
+
+
+def run_sweep(models, resolutions, batches, threads, rounds, steps, torch_python=None, report=print):
+    """Images/s, effective GFLOP/s and the fraction of the measured peak at every point of ``sweep_grid``
+    (and PyTorch's, alternating, where ``torch_python`` is given and it has the variant) as one dict; a point
+    whose worker failed has ``errors`` instead of its figures."""
+    env = worker_env(threads)
+    report(f"peak: float32 {MATMUL_SIZE}×{MATMUL_SIZE} matrix product, {threads} OpenBLAS threads …")
+    peak = run_worker([sys.executable, "-m", "tinyeffnet.bench", "--worker", "matmul"],
+                      dict(env, OPENBLAS_NUM_THREADS=str(threads)))[0]["gflops"]
+    macs = {(variant, resolution): macs_per_image(variant, resolution) for variant in models
+            for resolution in resolutions}
+    grid = sweep_grid(models, resolutions, batches)
+    points = []
+    for i, (variant, kind, resolution, batch) in enumerate(grid):
+        report(f"{i + 1}/{len(grid)}: {variant} {kind} at {resolution}×{resolution}, batch {batch} …")
+        ours, theirs, errors = [], [], []
+        for _ in range(rounds):
+            ours.append(sweep_worker(our_command(kind, batch, steps, SWEEP_WARMUP, variant, resolution), env, errors))
+            if has_torch_model(variant, torch_python):
+                theirs.append(sweep_worker(torch_command(torch_python, kind, batch, steps, SWEEP_WARMUP, threads,
+                                                         variant, resolution), env, errors))
+        point = dict(model=variant, kind=kind, resolution=resolution, batch=batch,
+                     macs_per_image=macs[variant, resolution])
+        for prefix, results in (("", ours), ("torch_", theirs)):
+            results = [r for r in results if r is not None]
+            if results:
+                images_per_second = median_of(results, "images_per_second")
+                point[f"{prefix}images_per_second"] = images_per_second
+                point[f"{prefix}gflops"] = effective_gflops(macs[variant, resolution], images_per_second, kind)
+                point[f"{prefix}peak_fraction"] = point[f"{prefix}gflops"] / peak
+                point[f"{prefix}peak_rss_mib"] = median_of(results, "peak_rss_mib")
+        if "images_per_second" in point and "torch_images_per_second" in point:
+            point["ratio"] = point["images_per_second"] / point["torch_images_per_second"]
+        if errors:
+            point["errors"] = errors
+            report(f"  failed: {errors[0]}")
+        points.append(point)
+    return dict(models=list(models), resolutions=list(resolutions), batches=list(batches), num_classes=NUM_CLASSES,
+                stem_stride=STEM_STRIDE, threads=threads, rounds=rounds, steps_per_round=steps,
+                training_passes=TRAINING_PASSES, peak_gflops=peak,
+                peak=f"measured: float32 {MATMUL_SIZE}×{MATMUL_SIZE} NumPy matrix product, {threads} OpenBLAS threads",
+                points=points)
+
+
+def format_sweep(result):
+    with_torch = any("torch_images_per_second" in p for p in result["points"])
+    header = ["model", "kind", "size", "batch", "images/s", "GFLOP/s", "% peak"]
+    if with_torch:
+        header += ["PyTorch images/s", "PyTorch GFLOP/s", "ratio"]
+    lines = []
+    for p in result["points"]:
+        fraction = p.get("peak_fraction")
+        line = [p["model"], p["kind"], str(p["resolution"]), str(p["batch"]), number(p.get("images_per_second")),
+                number(p.get("gflops")), number(None if fraction is None else 100 * fraction)]
+        if with_torch:
+            line += [number(p.get("torch_images_per_second")), number(p.get("torch_gflops")), number(p.get("ratio"))]
+        lines.append(line)
+    failed = [p for p in result["points"] if "errors" in p]
+    return "\n".join([
+        f"stem stride {result['stem_stride']}, {result['num_classes']} classes, {result['threads']} threads; "
+        f"medians of {result['rounds']} rounds × {result['steps_per_round']} steps per point",
+        f"effective GFLOP/s = 2 × multiply-adds per image × images/s, a training step counted as "
+        f"{result['training_passes']} forward passes",
+        f"% peak: of {result['peak_gflops']:.1f} GFLOP/s, {result['peak']} (this run)",
+        aligned(header, lines),
+        *(f"failed: {p['model']} {p['kind']} at {p['resolution']}, batch {p['batch']}: {p['errors'][0]}"
+          for p in failed)])
 
 
 def find_mpiexec():
@@ -331,48 +517,104 @@ def machine():
 
 
 def format_model(result):
-    lines = [f"{result['model']} at {result['resolution']}×{result['resolution']}, {result['threads']} threads; "
-             f"medians of {result['rounds']} rounds × {result['steps_per_round']} steps"]
-    rows = [("training images/s (batch %d)" % result["train_batch"], "train_images_per_second", ".0f"),
-            ("inference images/s (batch %d)" % result["infer_batch"], "infer_images_per_second", ".0f"),
-            ("peak memory while training, MiB", "peak_rss_mib", ".0f")]
-    torch_result = result.get("torch")
-    lines.append(f"{'':34}{'tinyeffnet':>12}" + (f"{'PyTorch':>12}{'ratio':>8}" if torch_result else ""))
-    for label, key, fmt in rows:
-        line = f"{label:34}{result[key]:>12{fmt}}"
-        if torch_result:
-            line += f"{torch_result[key]:>12{fmt}}{result[key] / torch_result[key]:>8.2f}"
-        lines.append(line)
-    lines.append(f"{'first training step, cold cache, s':34}{result['first_step_seconds_cold']:>12.1f}")
-    lines.append(f"{'first training step, warm cache, s':34}{result['first_step_seconds_warm']:>12.1f}")
-    return "\n".join(lines)
+    with_torch = any("torch" in figures for figures in result["models"].values())
+    header = ["", "tinyeffnet"] + (["PyTorch", "ratio"] if with_torch else [])
+    lines = []
+    for variant, figures in result["models"].items():
+        for label, key in ((f"{variant} training images/s (batch {result['train_batch']})", "train_images_per_second"),
+                           (f"{variant} inference images/s (batch {result['infer_batch']})", "infer_images_per_second"),
+                           (f"{variant} peak memory while training, MiB", "peak_rss_mib")):
+            line = [label, f"{figures[key]:.0f}"]
+            if with_torch:
+                theirs = figures.get("torch")
+                line += [f"{theirs[key]:.0f}", f"{figures[key] / theirs[key]:.2f}"] if theirs else ["-", "-"]
+            lines.append(line)
+    for cache in ("cold", "warm"):
+        lines.append([f"{result['first_step_model']} first training step, {cache} cache, s",
+                      f"{result[f'first_step_seconds_{cache}']:.1f}"] + ([""] * 2 if with_torch else []))
+    return "\n".join([
+        f"{', '.join(result['models'])} at {result['resolution']}×{result['resolution']}, {result['num_classes']} "
+        f"classes, stem stride {result['stem_stride']}, {result['threads']} threads; medians of {result['rounds']} "
+        f"rounds × {result['steps_per_round']} steps", aligned(header, lines)])
+
+
+def comma_list(convert, allowed):
+    """A ``type=`` converter: comma-separated values, each read by ``convert`` (which raises ``ValueError`` or
+    ``ArgumentTypeError`` on a bad one), as a tuple without repeats; an error names ``allowed``."""
+    def read(text):
+        try:
+            values = tuple(dict.fromkeys(convert(part.strip()) for part in text.split(",")))
+        except (ValueError, argparse.ArgumentTypeError):
+            raise argparse.ArgumentTypeError(f"must be comma-separated {allowed}, got {text!r}") from None
+        return values
+    return read
+
+
+def variant_name(text):
+    if text not in VARIANTS:
+        raise ValueError(text)
+    return text
 
 
 def main(argv=None):
     parser = make_parser("python -m tinyeffnet.bench", __doc__)
-    parser.add_argument("--kernels", action="store_true", help="only the per-kernel table (forward and backward, B0 shapes)")
+    parser.add_argument("--kernels", action="store_true",
+                        help="only the per-kernel table (forward and backward, B0 and V2-B0 shapes)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="only the size sweep: training and inference over --resolutions × --batches")
+    parser.add_argument("--models", type=comma_list(variant_name, f"variants ({', '.join(VARIANTS)})"),
+                        help=f"comma-separated variants (default: {','.join(DEFAULT_MODELS)}; "
+                             f"{','.join(SWEEP_MODELS)} with --sweep)")
+    parser.add_argument("--resolutions", type=comma_list(positive_int, "whole numbers ≥ 1"),
+                        help=f"the sweep's image sides, comma-separated (default: "
+                             f"{','.join(map(str, SWEEP_RESOLUTIONS))})")
+    parser.add_argument("--batches", type=comma_list(positive_int, "whole numbers ≥ 1"),
+                        help=f"the sweep's batch sizes, comma-separated (default: {','.join(map(str, SWEEP_BATCHES))})")
+    parser.add_argument("--plot", metavar="PATH", help="with --sweep: write a PNG of images/s against resolution to this path")
     parser.add_argument("--vs-torch", action="store_true", help="also time PyTorch + efficientnet_pytorch, alternating")
     parser.add_argument("--torch-python", default=sys.executable,
                         help="the Python that has torch and efficientnet_pytorch (default: this one, %(default)s)")
     parser.add_argument("--threads", type=positive_int, default=os.cpu_count(),
                         help="threads for both libraries (default: this machine's cores, %(default)s)")
-    parser.add_argument("--rounds", type=positive_int, default=DEFAULT_ROUNDS,
-                        help="alternating rounds of each workload")
-    parser.add_argument("--steps", type=positive_int, default=WORKER_STEPS, help="timed steps per round")
+    parser.add_argument("--rounds", type=positive_int,
+                        help=f"alternating rounds of each workload (default: {DEFAULT_ROUNDS}; {SWEEP_ROUNDS} with "
+                             "--sweep)")
+    parser.add_argument("--steps", type=positive_int,
+                        help=f"timed steps per round (default: {WORKER_STEPS}; {SWEEP_STEPS} with --sweep)")
     parser.add_argument("--repeats", type=positive_int, default=DEFAULT_REPEATS,
                         help="timed calls per kernel measurement")
     parser.add_argument("--ranks", type=integer_at_least(2),
                         help="only training: N MPI ranks × 1 thread against 1 rank × N threads (needs the mpi extra)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    parser.add_argument("--worker", choices=("train", "infer"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("train", "infer", "matmul"), help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=positive_int, default=BATCH, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=non_negative_int, default=WORKER_WARMUP, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-variant", choices=list(VARIANTS), default=DEFAULT_MODELS[0], help=argparse.SUPPRESS)
+    parser.add_argument("--worker-resolution", type=positive_int, default=RESOLUTION, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.steps is None:
+        args.steps = SWEEP_STEPS if args.sweep else WORKER_STEPS
+    if args.rounds is None:
+        args.rounds = SWEEP_ROUNDS if args.sweep else DEFAULT_ROUNDS
     if args.worker:
-        result = worker(args.worker, args.batch, args.steps, args.warmup)
+        result = (matmul_peak() if args.worker == "matmul" else
+                  worker(args.worker, args.batch, args.steps, args.warmup, args.worker_variant,
+                         args.worker_resolution))
         if result is not None:
             print(json.dumps(result))
         return
+    models = args.models or (SWEEP_MODELS if args.sweep else DEFAULT_MODELS)
+    resolutions, batches = args.resolutions or SWEEP_RESOLUTIONS, args.batches or SWEEP_BATCHES
+    if not args.sweep and (args.resolutions or args.batches or args.plot):
+        parser.error("--resolutions, --batches and --plot are the size sweep's: add --sweep")
+    if args.sweep and (args.kernels or args.ranks is not None):
+        parser.error("--sweep, --kernels and --ranks are separate benchmarks: choose one")
+    for variant in models:
+        for resolution in resolutions if args.sweep else (RESOLUTION,):
+            minimum = min_resolution(bench_config(variant, resolution))
+            if resolution < minimum:
+                parser.error(f"{variant} needs images of at least {minimum}×{minimum} (its output stride), got "
+                             f"{resolution}: use --resolutions of {minimum} or more")
     if args.ranks is not None:
         if find_mpiexec() is None:
             parser.error("--ranks runs mpiexec, which is not installed: pip install -e \".[mpi]\"")
@@ -386,23 +628,34 @@ def main(argv=None):
                          "install them in a separate environment (pip install torch==2.13.0 efficientnet_pytorch) "
                          "and pass its python with --torch-python")
     report = (lambda message: print(message, file=sys.stderr)) if args.json else print
+    torch_python = args.torch_python if args.vs_torch else None
     result = dict(machine=machine())
     if args.kernels:
         result["kernels"] = run_kernel_cases(KERNEL_CASES, args.repeats)
+    elif args.sweep:
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))   # for the multiply-add count
+        result["sweep"] = run_sweep(models, resolutions, batches, args.threads, args.rounds, args.steps, torch_python,
+                                    report)
+        if args.plot:
+            from tinyeffnet.plots import plot_throughput_vs_resolution
+            plot_throughput_vs_resolution(result["sweep"]["points"], args.plot)
+            report(f"plot: {args.plot}")
     elif args.ranks:
         result.update(run_ranks_benchmark(args.ranks, args.rounds, args.steps, report))
     else:
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-        result.update(run_model_benchmark(args.threads, args.rounds, args.steps,
-                                          args.torch_python if args.vs_torch else None, report))
+        result.update(run_model_benchmark(models, args.threads, args.rounds, args.steps, torch_python, report))
     if args.json:
         print(json.dumps(result if not args.kernels else result["kernels"], indent=1))
         return
     m = result["machine"]
     print(f"{m['date']}, {m['cpu']}, {m['cores']} cores; Python {m['python']}, NumPy {m['numpy']}, Numba {m['numba']}")
     if args.kernels:
-        print(f"batch {BATCH}, {np.dtype(DTYPE).name}, B0 shapes at 32×32 input; median of {args.repeats} calls")
+        print(f"batch {BATCH}, {np.dtype(DTYPE).name}, B0 and V2-B0 shapes at 32×32 input; "
+              f"median of {args.repeats} calls")
         print(format_table(result["kernels"]))
+    elif args.sweep:
+        print(format_sweep(result["sweep"]))
     elif args.ranks:
         print(format_ranks(result))
     else:

@@ -443,7 +443,8 @@ def channel_stats(train_images, chunk=1024):
 
 
 def normalize(images, mean, std):
-    """``(N, H, W, C) uint8`` → float32 ``(x / 255 − mean) / std`` per channel."""
+    """``(N, H, W, C) uint8`` (or float on the same 0…255 scale, as Mixup's) → float32 ``(x / 255 − mean) / std``
+    per channel."""
     return ((images.astype(np.float32) / 255 - mean) / std).astype(np.float32, copy=False)
 
 

@@ -30,20 +30,38 @@ TIMEOUT_S = 30
 
 def download_and_extract(url, md5, data_dir, folder):
     """Download the ``.tar.gz`` at ``url``, check it against ``md5``, and unpack its ``folder`` into
-    ``data_dir``. Returns ``data_dir / folder``. Nothing is left in ``data_dir`` if any step fails."""
+    ``data_dir``. Returns ``data_dir / folder``. Nothing is left in ``data_dir`` if any step fails, and a
+    ``data_dir`` (or parent) that this call had to create is removed again."""
     data_dir = Path(data_dir)
+    created = _outermost_missing(data_dir)
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        handle, archive = tempfile.mkstemp(dir=data_dir, prefix=".download-", suffix=".tar.gz")
-        os.close(handle)
-    except OSError as err:
-        raise TinyEffNetError(f"cannot write to the data folder {data_dir} ({err}); "
-                              "point --data-dir or TINYEFFNET_DATA at a writable folder") from None
-    try:
-        download_file(url, archive, md5)
-        return extract_folder(archive, data_dir, folder, name=url)
-    finally:
-        Path(archive).unlink(missing_ok=True)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            handle, archive = tempfile.mkstemp(dir=data_dir, prefix=".download-", suffix=".tar.gz")
+            os.close(handle)
+        except OSError as err:
+            raise TinyEffNetError(f"cannot write to the data folder {data_dir} ({err}); "
+                                  "point --data-dir or TINYEFFNET_DATA at a writable folder") from None
+        try:
+            download_file(url, archive, md5)
+            return extract_folder(archive, data_dir, folder, name=url)
+        finally:
+            Path(archive).unlink(missing_ok=True)
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def _outermost_missing(path):
+    """The outermost of ``path`` and its parents that does not exist yet (what ``mkdir(parents=True)`` would
+    create first), or None if ``path`` exists."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            return missing
+        missing = folder
+    return missing
 
 
 def download_file(url, path, md5):

@@ -1,12 +1,14 @@
 """The training engine: the step, the batches, evaluation and the loop that trains a model and writes its run folder.
 
-One step (``train_step``): forward, softmax cross-entropy (with label smoothing), backward, the gradients'
-reduction across processes (``World.reduce_gradients``), optional clipping, then the optimiser's update (SGD,
-RMSProp or AdamW by ``--optimizer``, built from ``optim.OPTIMIZERS``) at the scheduled learning rate and, with
-``--ema``, the update of the weights' moving average (``averaging.WeightAverage``). The loop (``Trainer.run``)
-feeds it augmented batches (random crop + flip, then normalisation); after each epoch the test set is evaluated
-in eval mode (``Trainer.evaluation``: the model's own weights, or with ``--ema`` their average; with ``--tta``
-also each image averaged with its mirror, reported beside the plain figures) and the run folder gets
+One step (``train_step``): forward, softmax cross-entropy (with label smoothing; against soft targets with
+Mixup), backward, the gradients' reduction across processes (``World.reduce_gradients``), optional clipping,
+then the optimiser's update (SGD, RMSProp or AdamW by ``--optimizer``, built from ``optim.OPTIMIZERS``) at the
+scheduled learning rate and, with ``--ema``, the update of the weights' moving average
+(``averaging.WeightAverage``). The loop (``Trainer.run``) feeds it augmented batches (random crop + flip; with
+``--randaugment`` and ``--mixup`` also RandAugment and Mixup, ``tinyeffnet.augment``, at the strengths
+``Trainer.regularization`` gives; then normalisation); after each epoch the test set is evaluated in eval mode
+(``Trainer.evaluation``: the model's own weights, or with ``--ema`` their average; with ``--tta`` also each
+image averaged with its mirror, reported beside the plain figures) and the run folder gets
 
     metrics.jsonl    one JSON object per epoch
     latest.npz       the checkpoint after the last epoch (or the step where it was interrupted)
@@ -18,8 +20,9 @@ trains on the training images resized to the stage's size (once per stage, ``Tra
 stage's dropout rate, and records the stage and its size in its row; evaluation stays at the model's resolution.
 
 Reproducibility: the shuffling of epoch e and the augmentation of batch b are drawn from generators seeded by
-(seed, e) and (seed, e, b), and dropout draws from the model's own generator, whose state is saved in every
-checkpoint; so the same seed and thread count give the same run, also across a resume.
+(seed, e) and (seed, e, b) (RandAugment and Mixup each from its own, (seed, e, b, 1) and (seed, e, b, 2)), and
+dropout draws from the model's own generator, whose state is saved in every checkpoint; so the same seed and
+thread count give the same run, also across a resume.
 
 Signals: once a ``Trainer`` exists, Ctrl-C (or SIGTERM) finishes the current step, saves ``latest.npz`` and
 prints how to resume; a second one aborts at once. Before that, ``stop_now`` stops at once.
@@ -42,6 +45,7 @@ import numpy as np
 
 from tinyeffnet import data as datasets
 from tinyeffnet import progressive
+from tinyeffnet.augment import mixup, rand_augment
 from tinyeffnet.averaging import WeightAverage
 from tinyeffnet.checkpoint import average_state, save_checkpoint
 from tinyeffnet.errors import TinyEffNetError
@@ -55,6 +59,7 @@ from tinyeffnet.progress import Progress
 EVAL_BATCH_SIZE = 256
 RECALIBRATION_BATCHES = 10          # batches averaged by recalibrate_batchnorm before a short run's evaluation
 RECALIBRATION_HORIZON = 10          # …while fewer than 10 / (1 − momentum) steps have been trained
+RANDAUGMENT_STREAM, MIXUP_STREAM = 1, 2   # the 4th seed word of their generators (the crop and flip's have 3)
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
@@ -125,13 +130,23 @@ def batch_indices(seed, epoch, index, num_examples, batch_size):
     return order[index * batch_size:(index + 1) * batch_size]
 
 
-def augmented_batch(data, seed, epoch, index, batch_size):
+def augmented_batch(data, seed, epoch, index, batch_size, magnitude=0.0, mixup_alpha=0.0):
     """Batch ``index`` of epoch ``epoch`` of ``data`` (a ``data.Dataset`` with its ``mean`` and ``std`` set):
-    images (B, H, W, 3) float32, cropped and flipped with a generator seeded by (seed, epoch, index), then
-    normalised; labels (B,)."""
+    ``(x, y, targets)``. x: images (B, H, W, 3) float32, cropped and flipped with a generator seeded by
+    (seed, epoch, index), then with ``magnitude`` > 0 RandAugment at that magnitude, then with ``mixup_alpha``
+    > 0 Mixup, each from a generator of its own seeded by (seed, epoch, index, its ``*_STREAM``), then
+    normalised; y: labels (B,); targets: None without Mixup, else its soft targets (B, K) float32 (y_i is
+    then the label of the image that dominates x_i, see ``augment.mixup``). Without either, the batch is the
+    crop and flip alone, bit for bit."""
     idx = batch_indices(seed, epoch, index, len(data.train_labels), batch_size)
     images = datasets.random_crop_flip(data.train_images[idx], np.random.default_rng([seed, epoch, index]))
-    return datasets.normalize(images, data.mean, data.std), data.train_labels[idx]
+    labels, targets = data.train_labels[idx], None
+    if magnitude > 0:
+        images = rand_augment(images, magnitude, np.random.default_rng([seed, epoch, index, RANDAUGMENT_STREAM]))
+    if mixup_alpha > 0:
+        images, targets = mixup(images, labels, len(data.classes), mixup_alpha,
+                                np.random.default_rng([seed, epoch, index, MIXUP_STREAM]))
+    return datasets.normalize(images, data.mean, data.std), labels, targets
 
 
 # --- the optimiser ------------------------------------------------------------------------------------------
@@ -146,10 +161,14 @@ def optimizer_settings(args):
 
 
 # --- one step, and evaluation --------------------------------------------------------------------------------
-def train_step(model, optimizer, x, y, lr, label_smoothing=0.0, clip_norm=None, world=ONE_PROCESS, average=None):
+def train_step(model, optimizer, x, y, lr, label_smoothing=0.0, clip_norm=None, world=ONE_PROCESS, average=None,
+               targets=None):
     """One optimiser step of ``model`` on the batch x, y (N,): forward, loss, backward, reduce, clip, update,
     and then the moving average ``average`` (a ``WeightAverage`` of ``model``, or None). x is what the model
-    takes: images (N, H, W, 3) for a network, pooled features (N, F) for a ``transfer.Head``.
+    takes: images (N, H, W, 3) for a network, pooled features (N, F) for a ``transfer.Head``. With ``targets``
+    (N, K), soft targets such as Mixup's, the loss is the cross-entropy against them
+    (``soft_cross_entropy_*``) instead of against y; y then only counts the correct predictions (for Mixup,
+    the label of the image that dominates each mix).
 
     x and y are host arrays; on a model moved to the GPU they are copied there, and only the loss and the
     logits (N, K) come back. Returns ``(loss, correct)``; a loss that is not finite is returned before the
@@ -159,14 +178,19 @@ def train_step(model, optimizer, x, y, lr, label_smoothing=0.0, clip_norm=None, 
     model.zero_grad()
     backend = model.backend
     x, y = world.shard(x), world.shard(y)
-    labels = backend.to_device(y)
+    if targets is None:
+        truth, forward, backward = y, backend.loss.cross_entropy_forward, backend.loss.cross_entropy_backward
+    else:
+        truth = world.shard(targets)
+        forward, backward = backend.loss.soft_cross_entropy_forward, backend.loss.soft_cross_entropy_backward
+    truth = backend.to_device(truth)
     logits = model.forward(backend.to_device(x))
-    loss, probs = backend.loss.cross_entropy_forward(logits, labels, label_smoothing)
+    loss, probs = forward(logits, truth, label_smoothing)
     correct = int(np.sum(np.argmax(backend.to_host(logits), axis=1) == y))
     loss, correct = world.batch_mean(loss, correct, len(y))
     if not np.isfinite(loss):
         return loss, 0
-    model.backward(backend.loss.cross_entropy_backward(probs, labels, label_smoothing))
+    model.backward(backward(probs, truth, label_smoothing))
     world.reduce_gradients(optimizer.grads, len(y), model.named_buffers())
     if clip_norm:                       # after the reduction: every process clips the same gradients
         clip_grad_norm(optimizer.grads, clip_norm)
@@ -252,10 +276,10 @@ class Trainer:
             progress = self.world.progress(self.steps_per_epoch, f"epoch {epoch + 1}/{args.epochs}")
             while st.step_in_epoch < self.steps_per_epoch:
                 start = time.perf_counter()
-                x, y = self.batch(epoch, st.step_in_epoch)
+                x, y, targets = self.batch(epoch, st.step_in_epoch)
                 lr = learning_rate(epoch * self.steps_per_epoch + st.step_in_epoch, self.total_steps, args.lr,
                                    self.warmup_steps)
-                loss, correct = self.step(x, y, lr)
+                loss, correct = self.step(x, y, lr, targets)
                 if not np.isfinite(loss):
                     progress.close()
                     raise TinyEffNetError(
@@ -287,10 +311,23 @@ class Trainer:
     def batch_indices(self, epoch, index):
         return batch_indices(self.args.seed, epoch, index, len(self.data.train_labels), self.args.batch_size)
 
+    def regularization(self, epoch):
+        """(RandAugment magnitude, Mixup α) for epoch ``epoch``: with a plan its stage's; else --randaugment and
+        --mixup, the same every epoch (0: off; a run saved before these flags existed has neither)."""
+        if self.plan is not None:
+            stage = self.stage(epoch)
+            return stage.magnitude, stage.mixup_alpha
+        return getattr(self.args, "randaugment", 0.0), getattr(self.args, "mixup", 0.0)
+
     def batch(self, epoch, index):
-        """Batch ``index`` of epoch ``epoch``: images (B, H, W, 3) augmented and normalised, labels (B,)."""
-        x, y = augmented_batch(self.train_data(epoch), self.args.seed, epoch, index, self.args.batch_size)
-        return x.astype(self.model.dtype, copy=False), y
+        """Batch ``index`` of epoch ``epoch``: ``(x, y, targets)``, images (B, H, W, 3) augmented and normalised,
+        labels (B,) and, with Mixup, its soft targets (B, K) (else None); see ``augmented_batch``."""
+        magnitude, mixup_alpha = self.regularization(epoch)
+        x, y, targets = augmented_batch(self.train_data(epoch), self.args.seed, epoch, index, self.args.batch_size,
+                                        magnitude, mixup_alpha)
+        if targets is not None:
+            targets = targets.astype(self.model.dtype, copy=False)
+        return x.astype(self.model.dtype, copy=False), y, targets
 
     def stage(self, epoch):
         """The ``progressive.Stage`` that trains epoch ``epoch`` (0-based: once ``epoch`` epochs are done)."""
@@ -306,9 +343,9 @@ class Trainer:
             self.stage_data = replace(self.data, train_images=datasets.resize_images(self.data.train_images, size))
         return self.stage_data
 
-    def step(self, x, y, lr):
+    def step(self, x, y, lr, targets=None):
         return train_step(self.trainable, self.optimizer, x, y, lr, self.args.label_smoothing,
-                          self.args.clip_grad_norm, self.world, self.average)
+                          self.args.clip_grad_norm, self.world, self.average, targets)
 
     def end_epoch(self, lr):
         """Evaluate, record the epoch's row, and (main process) print it and write the run folder."""
@@ -408,10 +445,10 @@ class Trainer:
         parts = [part for part in (self.model, self.optimizer, self.average) if part is not None]
         snapshots = [{k: v.copy() for k, v in part.state_dict().items()} for part in parts]
         rng_state = self.model.noise_rng.bit_generator.state
-        x, y = self.batch(epoch, 0)
-        self.step(x, y, 0.0)
+        x, y, targets = self.batch(epoch, 0)
+        self.step(x, y, 0.0, targets)
         start = time.perf_counter()
-        self.step(x, y, 0.0)
+        self.step(x, y, 0.0, targets)
         seconds = time.perf_counter() - start
         for part, snapshot in zip(parts, snapshots):
             part.load_state_dict(snapshot)

@@ -1,4 +1,5 @@
-"""PNG figures of a run: loss and accuracy curves, a confusion matrix, misclassified images. Written atomically.
+"""PNG figures: a run's loss and accuracy curves, a confusion matrix, misclassified images, images under
+RandAugment, and the benchmark's throughput against resolution. Written atomically.
 
 Figures are built as ``matplotlib.figure.Figure`` objects, not through pyplot: nothing here touches
 matplotlib's global backend or open-figure list, so a notebook keeps its inline plots. matplotlib is
@@ -10,6 +11,7 @@ import io
 
 import numpy as np
 
+from tinyeffnet.augment import NUM_OPS, rand_augment
 from tinyeffnet.files import atomic_write
 
 
@@ -94,4 +96,55 @@ def plot_accuracy_vs_time(runs, path, title="test accuracy against training time
     ax.set(xlabel="minutes (training steps + evaluation)", ylabel="test accuracy (%)", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
+    save_figure(fig, path)
+
+
+def plot_augmented_samples(images, magnitudes, path, seed=0, title="RandAugment at several magnitudes"):
+    """A grid with one row per image of ``images`` (N, H, W, 3) uint8: the image, then RandAugment of it at each
+    magnitude of ``magnitudes`` (``augment.rand_augment``, column j drawn from a generator seeded by (seed, j)).
+
+    Returns the grid's images, (N, 1 + len(magnitudes), H, W, 3) uint8."""
+    columns = [images] + [rand_augment(images, m, np.random.default_rng([seed, j]))
+                          for j, m in enumerate(magnitudes, start=1)]
+    grid = np.stack(columns, axis=1)
+    fig, axes = new_figure(len(images), len(columns), figsize=(1.3 * len(columns), 1.35 * len(images)))
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, row in enumerate(grid):
+        for j, picture in enumerate(row):
+            axes[i, j].imshow(picture, interpolation="nearest")
+    for j, label in enumerate(["original"] + [f"m = {m:g}" for m in magnitudes]):
+        axes[0, j].set_title(label, fontsize=8)
+    fig.suptitle(f"{title} ({NUM_OPS} operations per image)", fontsize=10)
+    save_figure(fig, path)
+    return grid
+
+
+def plot_throughput_vs_resolution(points, path, title="images/s against resolution"):
+    """points: the rows of ``bench --sweep`` (``model``, ``kind``, ``resolution``, ``batch``,
+    ``images_per_second`` unless the point failed and, with PyTorch beside it, ``torch_images_per_second``).
+    One panel per kind (training, inference), one colour per (model, batch): tinyeffnet solid, PyTorch
+    dashed; log scale."""
+    kinds = [kind for kind in ("train", "infer") if any(p["kind"] == kind for p in points)]
+    fig, axes = new_figure(1, len(kinds), figsize=(6 * len(kinds), 4.2))
+    for ax, kind in zip(axes[0], kinds):
+        rows = [p for p in points if p["kind"] == kind and "images_per_second" in p]   # not a failed point
+        series = sorted({(p["model"], p["batch"]) for p in rows})
+        for colour, (model, batch) in enumerate(series):
+            line = sorted((p for p in rows if (p["model"], p["batch"]) == (model, batch)),
+                          key=lambda p: p["resolution"])
+            sizes = [p["resolution"] for p in line]
+            ax.plot(sizes, [p["images_per_second"] for p in line], "o-", color=f"C{colour}",
+                    label=f"{model}, batch {batch}")
+            theirs = [(p["resolution"], p["torch_images_per_second"]) for p in line
+                      if p.get("torch_images_per_second") is not None]
+            if theirs:
+                ax.plot(*zip(*theirs), "s--", color=f"C{colour}", alpha=0.7, label=f"{model}, batch {batch}, PyTorch")
+        ax.set_yscale("log")
+        ax.set_xticks(sorted({p["resolution"] for p in rows}))
+        ax.set(xlabel="image side (pixels)", ylabel="images/s",
+               title="training step" if kind == "train" else "inference (eval mode)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
     save_figure(fig, path)

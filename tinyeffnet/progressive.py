@@ -135,6 +135,11 @@ def check_arguments(args):
     if args.freeze_body:
         raise TinyEffNetError("--progressive resizes the training images stage by stage, but --freeze-body trains "
                               "on features computed once; leave out one of them")
+    for flag, value, ranged in (("--randaugment", args.randaugment, "--randaugment-range"),
+                                ("--mixup", args.mixup, "--mixup-range")):
+        if value:
+            raise TinyEffNetError(f"{flag} {value:g} holds its strength fixed, but --progressive grows it stage by "
+                                  f"stage; give {ranged} MIN MAX instead")
     if args.stages is None:
         args.stages = PAPER_STAGES
     if args.stages > args.epochs:

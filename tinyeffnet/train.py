@@ -20,7 +20,9 @@ The recipe beyond the learning rate: ``--optimizer`` (sgd, rmsprop as the paper,
 with its hyper-parameters; ``--ema DECAY``, a moving average of the weights (``tinyeffnet.averaging``), which
 each epoch then evaluates and the checkpoints keep beside the trained weights; ``--tta``, the test images also
 averaged with their mirrors, reported beside the plain accuracy (``test_acc_tta``); ``--init``, the paper's
-initialisation or one that lets a deep stack learn from the first step (``model.initialise``, the default).
+initialisation or one that lets a deep stack learn from the first step (``model.initialise``, the default);
+``--randaugment M`` and ``--mixup ALPHA``, EfficientNetV2's regularization of the training images
+(``tinyeffnet.augment``; Mixup trains on soft targets).
 
 The same seed and thread count give the same run, also across a resume (see ``tinyeffnet.engine``).
 Ctrl-C (or SIGTERM) finishes the current step, saves ``latest.npz`` and prints how to resume. Before the
@@ -44,6 +46,7 @@ import numpy as np
 
 from tinyeffnet import data as datasets
 from tinyeffnet import progressive, transfer
+from tinyeffnet.augment import NUM_OPS, OPS
 from tinyeffnet.averaging import DECAY
 from tinyeffnet.cli import (add_model_arguments, build_config, fraction, make_parser, min_resolution,
                             non_negative_float, non_negative_int, positive_float, positive_int)
@@ -104,6 +107,7 @@ def parse_args(argv=None):
                    help="under mpiexec: batch norm over the whole global batch (mean and variance averaged across "
                         "ranks); without it each rank normalises its own rows, as Horovod does")
     add_recipe_arguments(p)
+    add_regularization_arguments(p)
     add_progressive_arguments(p)
     tl = p.add_argument_group("transfer learning")
     tl.add_argument("--pretrained", action="store_true",
@@ -145,6 +149,18 @@ def add_recipe_arguments(parser):
                         "tinyeffnet.model.initialise)")
 
 
+def add_regularization_arguments(parser):
+    """RandAugment and Mixup (``tinyeffnet.augment``), the regularization EfficientNetV2 trains with."""
+    g = parser.add_argument_group("regularization")
+    g.add_argument("--randaugment", type=non_negative_float, default=0.0, metavar="M",
+                   help=f"RandAugment magnitude on automl's scale (10: the top of the original range; EfficientNetV2-S "
+                        f"trains at 10, -L at 20): each training image gets {NUM_OPS} operations drawn from "
+                        f"{len(OPS)}, at that strength; 0 turns it off")
+    g.add_argument("--mixup", type=non_negative_float, default=0.0, metavar="ALPHA",
+                   help="Mixup α: each batch is blended with itself reversed by λ = max(λ', 1 − λ'), λ' ~ Beta(α, α), "
+                        "and trained on the blended labels (smoothed by --label-smoothing); 0 turns it off")
+
+
 def add_progressive_arguments(parser):
     """EfficientNetV2's progressive learning: its stages, and the range of each size and regularization."""
     g = parser.add_argument_group("progressive learning (EfficientNetV2, Algorithm 1; see tinyeffnet.progressive)")
@@ -168,13 +184,18 @@ def add_progressive_arguments(parser):
 
 
 def check_recipe_arguments(args):
-    """What the parser's converters leave to check of ``add_recipe_arguments``: a decay of 0 would average
-    nothing, and --tta needs images to flip."""
+    """What the parser's converters leave to check of ``add_recipe_arguments`` and
+    ``add_regularization_arguments``: a decay of 0 would average nothing, and --tta, --randaugment and --mixup
+    need images, which --freeze-body does not train on."""
     if args.ema == 0:
         raise TinyEffNetError(f"--ema must be a decay in (0, 1), e.g. {DECAY}, got {args.ema}")
     if args.tta and args.freeze_body:
         raise TinyEffNetError("--tta flips test images, but --freeze-body evaluates features computed once; "
                               "leave out one of them")
+    for flag, value in (("--randaugment", args.randaugment), ("--mixup", args.mixup)):
+        if value and args.freeze_body:
+            raise TinyEffNetError(f"{flag} augments training images, but --freeze-body trains on features computed "
+                                  "once; leave out one of them")
 
 
 def validate(args):
@@ -200,7 +221,8 @@ def prepare_data(args, resolution):
 def check_sizes(args, data):
     """The sizes asked for fit the data (``data.prepare_dataset`` has refused a --subset or --test-subset larger
     than the dataset): a --per-class larger than what the selection holds is refused rather than quietly
-    shrunk, and so is a --batch-size larger than the training set."""
+    shrunk, and so is a --batch-size larger than the training set; --mixup's soft targets (one column per class of
+    the dataset) must fit the classifier."""
     train = len(data.train_labels)
     if args.per_class is not None:
         counts = np.bincount(data.train_labels, minlength=len(data.classes))
@@ -213,6 +235,10 @@ def check_sizes(args, data):
     if train < args.batch_size:
         raise TinyEffNetError(f"--batch-size {args.batch_size} is more than the {train:,} training images selected; "
                               f"give at most --batch-size {train}")
+    if args.mixup and args.num_classes is not None and args.num_classes != len(data.classes):
+        raise TinyEffNetError(f"--mixup blends the labels of {args.dataset}'s {len(data.classes)} classes, but "
+                              f"--num-classes {args.num_classes} gives the classifier another number of outputs; "
+                              f"leave out --num-classes or --mixup")
 
 
 @dataclass
@@ -395,6 +421,18 @@ def transfer_note(args, config):
             "images normalised as for ImageNet, (x − 127) / 128")
 
 
+def regularization_note(args):
+    """The plan's line on the training images' augmentation."""
+    if args.freeze_body:
+        return "augmentation: none (the frozen body's features are computed once)"
+    if args.progressive:
+        return "augmentation: random crop and flip, then RandAugment and Mixup at each stage's strength (below)"
+    randaugment = (f"RandAugment magnitude {args.randaugment:g} ({NUM_OPS} operations per image)" if args.randaugment
+                   else "no RandAugment")
+    mixup = f"Mixup α {args.mixup:g} (soft targets)" if args.mixup else "no Mixup"
+    return f"augmentation: random crop and flip, {randaugment}, {mixup}"
+
+
 def print_plan(args, config, model, data, run_dir, start):
     """What is about to train: the model, where it starts (``start``), the data, the recipe and the run folder."""
     print(f"model     {config.name}: {model.num_parameters():,} parameters, width {config.width:.3g}, "
@@ -410,6 +448,7 @@ def print_plan(args, config, model, data, run_dir, start):
     evaluated = f"their moving average (EMA, decay {args.ema})" if args.ema else "the weights trained"
     print(f"          init {config.init}; each epoch evaluates {evaluated}"
           f"{', also with mirrored images (TTA)' if args.tta else ''}")
+    print(f"          {regularization_note(args)}")
     if args.progressive:
         for line in progressive.describe(progressive.plan_for(args, config.resolution)):
             print(f"stage     {line}")

@@ -300,9 +300,9 @@ class LinearProbe(Trainer):
         return Head(model)
 
     def batch(self, epoch, index):
-        """Batch ``index`` of epoch ``epoch``: features (B, F) and labels (B,)."""
+        """Batch ``index`` of epoch ``epoch``: features (B, F), labels (B,) and no soft targets (None)."""
         idx = self.batch_indices(epoch, index)
-        return self.train_features[idx], self.data.train_labels[idx]
+        return self.train_features[idx], self.data.train_labels[idx], None
 
     def test(self):
         """(loss, accuracy) of the head on the test features (the body's batch norm has nothing to recalibrate)."""

@@ -5,7 +5,8 @@ It is run as a script in its own process, by any Python that has torch and effic
 (``--torch-python``), so it imports neither tinyeffnet nor anything but the standard library, torch and
 the reference model; torch is never a dependency of tinyeffnet.
 
-    python tools/bench_torch.py train|infer --batch B --steps S --warmup W --threads T --resolution R --classes K
+    python tools/bench_torch.py train|infer --model efficientnet-bN --batch B --steps S --warmup W --threads T \
+        --resolution R --classes K
 
 prints one JSON object, like ``tinyeffnet.bench``'s worker: ``images_per_second`` (batch / median step
 time), ``step_seconds``, ``peak_rss_mib`` (the process's peak resident memory) and ``versions``.
@@ -30,6 +31,7 @@ def main():
     p = argparse.ArgumentParser(prog="python tools/bench_torch.py", description=summary,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("kind", choices=("train", "infer"), help="a training step or an eval-mode forward")
+    p.add_argument("--model", default="efficientnet-b0", help="an efficientnet_pytorch model name (b0 to b7)")
     for name, default, what in (("batch", 128, "images per step"), ("steps", 10, "timed steps"),
                                 ("warmup", 2, "untimed steps before them"), ("threads", 2, "torch threads"),
                                 ("resolution", 32, "image side in pixels"), ("classes", 10, "classifier outputs")):
@@ -40,7 +42,7 @@ def main():
     import torch
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = efficientnet_pytorch.EfficientNet.from_name("efficientnet-b0", num_classes=args.classes,
+    model = efficientnet_pytorch.EfficientNet.from_name(args.model, num_classes=args.classes,
                                                         image_size=args.resolution)
     x = torch.randn(args.batch, 3, args.resolution, args.resolution)
     y = torch.randint(0, args.classes, (args.batch,))

@@ -82,7 +82,7 @@ def main(argv=None):
         model.train()
         loss_sum = correct = seen = 0.0
         for i in range(steps_per_epoch):
-            x, y = augmented_batch(data, args.seed, epoch, i, recipe.batch_size)
+            x, y, _ = augmented_batch(data, args.seed, epoch, i, recipe.batch_size)
             x, y = nchw(x), torch.from_numpy(y.astype(np.int64))
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(epoch * steps_per_epoch + i, total, DEFAULT_LR, warmup)

@@ -1,8 +1,9 @@
-"""CUDA twin of ``loss.py``: softmax cross-entropy with label smoothing, on device arrays.
+"""CUDA twin of ``loss.py``: softmax cross-entropy with label smoothing, against integer labels or soft
+targets, on device arrays.
 
 Same functions, arguments and formulas as the CPU file (read it for the derivation)::
 
-    target[n, k]   = (1 − ε) · [k == y_n] + ε / K
+    target[n, k]   = (1 − ε) · t[n, k] + ε / K        t = onehot(y), or the soft targets
     loss           = −(1/N) · Σ_n Σ_k target[n, k] · log p[n, k]
     ∂loss/∂z[n, k] = (p[n, k] − target[n, k]) / N
 
@@ -14,7 +15,8 @@ Thread mapping:
   as on the CPU.
 * backward: one thread per element (n, k) of ``dlogits``.
 
-``labels`` is an integer device array; its range check copies the N labels to the host once.
+``labels`` is an integer device array; its range check copies the N labels to the host once, as the check
+that each row of soft ``targets`` is a distribution copies the N×K targets.
 """
 
 import math
@@ -23,15 +25,33 @@ import numpy as np
 from numba import cuda
 
 from .._checks import check_device_array
-from ..loss import _check_backward, _check_forward, _check_labels
+from ..loss import _check_backward, _check_forward, _check_labels, _check_soft
 from ._device import THREADS_PER_BLOCK, block_sum, blocks_for
+
+
+@cuda.jit(device=True, cache=True)
+def _smoothed(t, smoothing, classes):
+    """(1 − ε) · t + ε / K: the smoothed target of one class whose unsmoothed target is t."""
+    return (1.0 - smoothing) * t + smoothing / classes
 
 
 @cuda.jit(device=True, cache=True)
 def _target(k, label, smoothing, classes):
     """The smoothed one-hot target for class k of a sample whose label is ``label``."""
-    on_label = 1.0 - smoothing if k == label else 0.0
-    return on_label + smoothing / classes
+    return _smoothed(1.0 if k == label else 0.0, smoothing, classes)
+
+
+@cuda.jit(device=True, cache=True)
+def _log_normaliser(logits, n):
+    """Row n's (m_n, log Σ_j exp(z[n, j] − m_n)), so that log p[n, k] = z[n, k] − m_n − log Σ_j exp(…)."""
+    classes = logits.shape[1]
+    row_max = logits[n, 0]
+    for k in range(1, classes):
+        row_max = max(row_max, logits[n, k])
+    sum_exp = 0.0
+    for k in range(classes):
+        sum_exp += math.exp(logits[n, k] - row_max)
+    return row_max, math.log(sum_exp)
 
 
 @cuda.jit(cache=True)
@@ -40,18 +60,27 @@ def _softmax_rows_kernel(logits, labels, smoothing, probs, row_loss):
     n = cuda.grid(1)
     batch, classes = logits.shape
     if n < batch:
-        row_max = logits[n, 0]
-        for k in range(1, classes):
-            row_max = max(row_max, logits[n, k])
-        sum_exp = 0.0
-        for k in range(classes):
-            sum_exp += math.exp(logits[n, k] - row_max)
-        log_sum_exp = math.log(sum_exp)
+        row_max, log_sum_exp = _log_normaliser(logits, n)
         loss = 0.0
         for k in range(classes):
             log_p = logits[n, k] - row_max - log_sum_exp
             probs[n, k] = math.exp(log_p)
             loss -= _target(k, labels[n], smoothing, classes) * log_p
+        row_loss[n] = loss
+
+
+@cuda.jit(cache=True)
+def _soft_softmax_rows_kernel(logits, targets, smoothing, probs, row_loss):
+    """``_softmax_rows_kernel`` against the soft targets (N, K) instead of one-hot labels."""
+    n = cuda.grid(1)
+    batch, classes = logits.shape
+    if n < batch:
+        row_max, log_sum_exp = _log_normaliser(logits, n)
+        loss = 0.0
+        for k in range(classes):
+            log_p = logits[n, k] - row_max - log_sum_exp
+            probs[n, k] = math.exp(log_p)
+            loss -= _smoothed(targets[n, k], smoothing, classes) * log_p
         row_loss[n] = loss
 
 
@@ -76,12 +105,39 @@ def _cross_entropy_grad_kernel(probs, labels, smoothing, dlogits):
         dlogits[n, k] = (probs[n, k] - _target(k, labels[n], smoothing, classes)) / batch
 
 
+@cuda.jit(cache=True)
+def _soft_cross_entropy_grad_kernel(probs, targets, smoothing, dlogits):
+    """Thread t computes flat element t = (n, k) of dlogits: (probs − target) / N, from the soft targets."""
+    t = cuda.grid(1)
+    batch, classes = probs.shape
+    if t < probs.size:
+        n, k = t // classes, t % classes
+        dlogits[n, k] = (probs[n, k] - _smoothed(targets[n, k], smoothing, classes)) / batch
+
+
+def _mean_loss(rows_kernel, logits, truth, smoothing):
+    """Run ``rows_kernel`` (one thread per row: its probs and its loss, against ``truth``, the labels or the
+    soft targets) and average the row losses: ``(loss, probs)``."""
+    batch = logits.shape[0]
+    probs = cuda.device_array_like(logits)
+    row_loss = cuda.device_array(batch, np.float64)  # the losses add up in float64, as on the CPU
+    rows_kernel[blocks_for(batch), THREADS_PER_BLOCK](logits, truth, smoothing, probs, row_loss)
+    loss = cuda.device_array(1, np.float64)
+    _mean_kernel[1, THREADS_PER_BLOCK](row_loss, loss)
+    return float(loss.copy_to_host()[0]), probs
+
+
 def _checked_labels(labels, batch, classes):
     """Check the device array of labels on the host (``loss._check_labels``); return it unchanged."""
     if not hasattr(labels, "copy_to_host"):
         raise TypeError(f"labels must be a numba.cuda device array of integers, got {type(labels).__name__}")
     _check_labels(labels.copy_to_host(), batch, classes)
     return labels
+
+
+def _host(targets):
+    """The soft targets on the host, for ``loss._check_soft`` to check that every row is a distribution."""
+    return targets.copy_to_host()
 
 
 def cross_entropy_forward(logits, labels, smoothing=0.0):
@@ -91,13 +147,7 @@ def cross_entropy_forward(logits, labels, smoothing=0.0):
     Returns ``(loss, probs)``: loss a Python float, probs = softmax(logits) (N, K) device array.
     """
     logits, labels, smoothing = _check_forward(logits, labels, smoothing, check_device_array, _checked_labels)
-    batch = logits.shape[0]
-    probs = cuda.device_array_like(logits)
-    row_loss = cuda.device_array(batch, np.float64)  # the losses add up in float64, as on the CPU
-    _softmax_rows_kernel[blocks_for(batch), THREADS_PER_BLOCK](logits, labels, smoothing, probs, row_loss)
-    loss = cuda.device_array(1, np.float64)
-    _mean_kernel[1, THREADS_PER_BLOCK](row_loss, loss)
-    return float(loss.copy_to_host()[0]), probs
+    return _mean_loss(_softmax_rows_kernel, logits, labels, smoothing)
 
 
 def cross_entropy_backward(probs, labels, smoothing=0.0):
@@ -107,4 +157,23 @@ def cross_entropy_backward(probs, labels, smoothing=0.0):
     probs, labels, smoothing = _check_backward(probs, labels, smoothing, check_device_array, _checked_labels)
     dlogits = cuda.device_array_like(probs)
     _cross_entropy_grad_kernel[blocks_for(probs.size), THREADS_PER_BLOCK](probs, labels, smoothing, dlogits)
+    return dlogits
+
+
+def soft_cross_entropy_forward(logits, targets, smoothing=0.0):
+    """Mean softmax cross-entropy against soft targets, smoothed: target = (1 − ε) · targets + ε / K.
+
+    logits: (N, K) float32 device array; targets: (N, K) float32 device array, every row a distribution;
+    smoothing: ε in [0, 1). Returns ``(loss, probs)`` as ``cross_entropy_forward``."""
+    logits, targets, smoothing = _check_soft("logits", logits, targets, smoothing, check_device_array, _host)
+    return _mean_loss(_soft_softmax_rows_kernel, logits, targets, smoothing)
+
+
+def soft_cross_entropy_backward(probs, targets, smoothing=0.0):
+    """∂loss/∂logits = (probs − target) / N. probs: (N, K) from the forward; targets, smoothing as there.
+
+    Returns dlogits: (N, K) device array."""
+    probs, targets, smoothing = _check_soft("probs", probs, targets, smoothing, check_device_array, _host)
+    dlogits = cuda.device_array_like(probs)
+    _soft_cross_entropy_grad_kernel[blocks_for(probs.size), THREADS_PER_BLOCK](probs, targets, smoothing, dlogits)
     return dlogits

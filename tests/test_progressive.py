@@ -76,6 +76,11 @@ def test_each_epoch_maps_to_its_stage():
     assert [s.epochs for s in make_plan(3, 3, (16, 32), (0, 0), (0, 0), (0, 0))] == [1, 1, 1]
 
 
+def test_the_crop_shifts_each_stage_s_images_by_the_same_fraction():
+    assert [progressive.crop_pad(size, 32) for size in (16, 20, 24, 28, 32)] == [2, 3, 3, 4, 4]   # 2.5, 3.5 up
+    assert progressive.crop_pad(37, 37) == datasets.CROP_PAD
+
+
 def test_the_default_first_size_keeps_table_6_s_proportion_above_the_output_stride():
     assert default_min_size(300, 32) == 128                    # the paper's, at its own scale
     assert default_min_size(128, 32) == 56                     # 54.6
@@ -88,15 +93,20 @@ def test_the_default_first_size_keeps_table_6_s_proportion_above_the_output_stri
 def test_a_two_stage_run_trains_at_each_size_and_evaluates_at_the_final_one(tmp_path, monkeypatch, capsys):
     steps, strengths, evaluated, resized = [], set(), [], []
     train_step, augmented_batch = engine.train_step, engine.augmented_batch
-    evaluate, resize = engine.evaluate, datasets.resize_images
+    evaluate, resize, crop = engine.evaluate, datasets.resize_images, datasets.random_crop_flip
+    pads = set()
 
     def spy_step(model, optimizer, x, *args, **kwargs):
         steps.append((x.shape[1], model.dropout.rate))
         return train_step(model, optimizer, x, *args, **kwargs)
 
-    def spy_batch(data, seed, epoch, index, batch_size, magnitude, mixup_alpha):
+    def spy_batch(data, seed, epoch, index, batch_size, magnitude, mixup_alpha, crop_pad):
         strengths.add((data.train_images.shape[1], magnitude, mixup_alpha))
-        return augmented_batch(data, seed, epoch, index, batch_size, magnitude, mixup_alpha)
+        return augmented_batch(data, seed, epoch, index, batch_size, magnitude, mixup_alpha, crop_pad)
+
+    def spy_crop(images, rng, pad):
+        pads.add((images.shape[1], pad))
+        return crop(images, rng, pad)
 
     def spy_evaluate(model, images, *args, **kwargs):
         evaluated.append(images.shape[1])
@@ -108,6 +118,7 @@ def test_a_two_stage_run_trains_at_each_size_and_evaluates_at_the_final_one(tmp_
 
     monkeypatch.setattr(engine, "train_step", spy_step)
     monkeypatch.setattr(engine, "augmented_batch", spy_batch)
+    monkeypatch.setattr(datasets, "random_crop_flip", spy_crop)
     monkeypatch.setattr(engine, "evaluate", spy_evaluate)
     monkeypatch.setattr(datasets, "resize_images", spy_resize)
     out = tmp_path / "run"
@@ -117,6 +128,7 @@ def test_a_two_stage_run_trains_at_each_size_and_evaluates_at_the_final_one(tmp_
     assert [size for size, _ in timing] == [16, 16, 32, 32]
     assert trained == [(16, 0.1)] * 4 + [(32, 0.3)] * 4
     assert strengths == {(16, 5, 0), (32, 15, 0.4)}          # RandAugment and Mixup of each stage
+    assert pads == {(16, 2), (32, 4)}                        # the crop's ±4 pixels at 32, the same fraction at 16
     assert evaluated == [32, 32]
     # prepare_dataset: the training and test images at the model's resolution; then once per stage, never per batch
     assert resized == [(256, 32), (64, 32), (256, 16), (256, 32), (256, 16), (256, 32)]

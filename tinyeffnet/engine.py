@@ -16,8 +16,9 @@ image averaged with its mirror, reported beside the plain figures) and the run f
     curves.png       loss and accuracy per epoch
 
 Progressive learning (``--progressive``, ``tinyeffnet.progressive``): each epoch asks the plan for its stage,
-trains on the training images resized to the stage's size (once per stage, ``Trainer.train_data``) with the
-stage's dropout rate, and records the stage and its size in its row; evaluation stays at the model's resolution.
+trains on the training images resized to the stage's size (once per stage, ``Trainer.train_data``; the random
+crop's shift scaled with them) with the stage's dropout rate, RandAugment magnitude and Mixup α, and records
+the stage and its size in its row; evaluation stays at the model's resolution.
 
 Reproducibility: the shuffling of epoch e and the augmentation of batch b are drawn from generators seeded by
 (seed, e) and (seed, e, b) (RandAugment and Mixup each from its own, (seed, e, b, 1) and (seed, e, b, 2)), and
@@ -130,16 +131,17 @@ def batch_indices(seed, epoch, index, num_examples, batch_size):
     return order[index * batch_size:(index + 1) * batch_size]
 
 
-def augmented_batch(data, seed, epoch, index, batch_size, magnitude=0.0, mixup_alpha=0.0):
+def augmented_batch(data, seed, epoch, index, batch_size, magnitude=0.0, mixup_alpha=0.0,
+                    crop_pad=datasets.CROP_PAD):
     """Batch ``index`` of epoch ``epoch`` of ``data`` (a ``data.Dataset`` with its ``mean`` and ``std`` set):
-    ``(x, y, targets)``. x: images (B, H, W, 3) float32, cropped and flipped with a generator seeded by
-    (seed, epoch, index), then with ``magnitude`` > 0 RandAugment at that magnitude, then with ``mixup_alpha``
+    ``(x, y, targets)``. x: images (B, H, W, 3) float32, cropped (shifted by up to ±``crop_pad`` pixels) and
+    flipped with a generator seeded by (seed, epoch, index), then with ``magnitude`` > 0 RandAugment at that magnitude, then with ``mixup_alpha``
     > 0 Mixup, each from a generator of its own seeded by (seed, epoch, index, its ``*_STREAM``), then
     normalised; y: labels (B,); targets: None without Mixup, else its soft targets (B, K) float32 (y_i is
     then the label of the image that dominates x_i, see ``augment.mixup``). Without either, the batch is the
     crop and flip alone, bit for bit."""
     idx = batch_indices(seed, epoch, index, len(data.train_labels), batch_size)
-    images = datasets.random_crop_flip(data.train_images[idx], np.random.default_rng([seed, epoch, index]))
+    images = datasets.random_crop_flip(data.train_images[idx], np.random.default_rng([seed, epoch, index]), crop_pad)
     labels, targets = data.train_labels[idx], None
     if magnitude > 0:
         images = rand_augment(images, magnitude, np.random.default_rng([seed, epoch, index, RANDAUGMENT_STREAM]))
@@ -323,8 +325,10 @@ class Trainer:
         """Batch ``index`` of epoch ``epoch``: ``(x, y, targets)``, images (B, H, W, 3) augmented and normalised,
         labels (B,) and, with Mixup, its soft targets (B, K) (else None); see ``augmented_batch``."""
         magnitude, mixup_alpha = self.regularization(epoch)
-        x, y, targets = augmented_batch(self.train_data(epoch), self.args.seed, epoch, index, self.args.batch_size,
-                                        magnitude, mixup_alpha)
+        data = self.train_data(epoch)
+        pad = progressive.crop_pad(data.train_images.shape[1], self.config.resolution)
+        x, y, targets = augmented_batch(data, self.args.seed, epoch, index, self.args.batch_size, magnitude,
+                                        mixup_alpha, pad)
         if targets is not None:
             targets = targets.astype(self.model.dtype, copy=False)
         return x.astype(self.model.dtype, copy=False), y, targets

@@ -21,12 +21,15 @@ first keeps Table 6's proportion, 128/300 of it (13.7 pixels of 32), rounded to 
 but never below the network's output stride (``cli.min_resolution``: 16 with the CIFAR stem, 32 with the paper's,
 when every stage trains at 32 and only the regularization grows). The sizes between the first and the last are
 rounded to the nearest multiple of ``SIZE_MULTIPLE`` = 4: the network takes any size from its output stride up
-(SAME padding), and at 32×32 a step of 8 would leave only 16, 24 and 32."""
+(SAME padding), and at 32×32 a step of 8 would leave only 16, 24 and 32. The training images of a stage are the
+model's resized once (``data.resize_images``), and their random crop shifts them by the same fraction of their
+side as at the final size (``crop_pad``: ±2 pixels at 16 for the ±4 at 32)."""
 
 import math
 from dataclasses import dataclass
 
 from tinyeffnet.cli import min_resolution
+from tinyeffnet.data import CROP_PAD
 from tinyeffnet.errors import TinyEffNetError
 
 PAPER_STAGES = 4                    # M on ImageNet: 4 stages of about 87 epochs (350 in all)
@@ -101,6 +104,14 @@ def stage_at(plan, completed):
         if completed < end:
             return i, stage
     return len(plan) - 1, plan[-1]
+
+
+def crop_pad(size, resolution):
+    """The random crop's shift (``data.random_crop_flip``'s pad) for images of ``size`` when the model's is
+    ``resolution``: ``data.CROP_PAD`` · size / resolution pixels, rounded (halves up), so that every stage shifts
+    its images by the same fraction of their side, as automl's crop, taken before the resize, does; at the
+    final size exactly ``CROP_PAD``."""
+    return math.floor(CROP_PAD * size / resolution + 0.5)
 
 
 def default_min_size(resolution, output_stride):

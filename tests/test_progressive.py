@@ -222,6 +222,8 @@ def exit_status(argv):
     (["--progressive", "--randaugment", "10"], "--randaugment 10 holds its strength fixed, but --progressive grows "
                                                "it stage by stage; give --randaugment-range MIN MAX instead"),
     (["--progressive", "--mixup", "0.2"], "--mixup 0.2 holds its strength fixed"),
+    (["--progressive", "--mixup-range", "0", "0.2", "--num-classes", "5"], "--mixup-range blends the labels of "
+     "synthetic's 10 classes, but --num-classes 5 gives the classifier another number of outputs"),
     (["--progressive", "--dropout-range", "0.1", "1"], "argument --dropout-range: must be a number in [0, 1), got '1'"),
     (["--progressive", "--mixup-range", "-1", "0"], "argument --mixup-range: must be a finite number ≥ 0, got '-1'"),
     (["--progressive", "--stages", "0"], "argument --stages: must be at least 1, got 0"),

@@ -235,10 +235,11 @@ def check_sizes(args, data):
     if train < args.batch_size:
         raise TinyEffNetError(f"--batch-size {args.batch_size} is more than the {train:,} training images selected; "
                               f"give at most --batch-size {train}")
-    if args.mixup and args.num_classes is not None and args.num_classes != len(data.classes):
-        raise TinyEffNetError(f"--mixup blends the labels of {args.dataset}'s {len(data.classes)} classes, but "
+    mixup = "--mixup" if args.mixup else "--mixup-range" if args.progressive and args.mixup_range[1] > 0 else None
+    if mixup and args.num_classes is not None and args.num_classes != len(data.classes):
+        raise TinyEffNetError(f"{mixup} blends the labels of {args.dataset}'s {len(data.classes)} classes, but "
                               f"--num-classes {args.num_classes} gives the classifier another number of outputs; "
-                              f"leave out --num-classes or --mixup")
+                              f"leave out --num-classes or {mixup}")
 
 
 @dataclass

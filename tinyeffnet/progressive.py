@@ -7,7 +7,9 @@ interpolated linearly from its minimum in the first stage to its maximum in the 
     v_i = (1 − t_i)·v_min + t_i·v_max,    t_i = i / (M − 1)          (a single stage: the maximum)
 
 Stage i trains epochs ⌊i·E/M⌋ … ⌊(i + 1)·E/M⌋ − 1 of E (automl ends its stage i at step int((i + 1)/M·N)),
-starting from all the weights the stage before left. Evaluation is always at the final size.
+starting from all the weights the stage before left. Evaluation is always at the final size, so the figures of
+an early stage are those of a network tested on larger images than it trains on, its batch-norm statistics
+gathered from the smaller ones: only the last stage's are comparable with a run without stages.
 
 The released code (google/automl efficientnetv2/main.py) differs from Algorithm 1, and this file follows the
 paper: the code interpolates the size with t = (i + 1)/M, so its first stage already trains at

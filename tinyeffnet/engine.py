@@ -15,6 +15,11 @@ image averaged with its mirror, reported beside the plain figures) and the run f
     best.npz         the checkpoint with the best test accuracy so far
     curves.png       loss and accuracy per epoch
 
+Progressive learning (``--progressive``, ``tinyeffnet.progressive``): each epoch asks the plan for its stage,
+trains on the training images resized to the stage's size (once per stage, ``Trainer.train_data``; the random
+crop's shift scaled with them) with the stage's dropout rate, RandAugment magnitude and Mixup α, and records
+the stage and its size in its row; evaluation stays at the model's resolution.
+
 Reproducibility: the shuffling of epoch e and the augmentation of batch b are drawn from generators seeded by
 (seed, e) and (seed, e, b) (RandAugment and Mixup each from its own, (seed, e, b, 1) and (seed, e, b, 2)), and
 dropout draws from the model's own generator, whose state is saved in every checkpoint (with several processes,
@@ -36,11 +41,12 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from tinyeffnet import data as datasets
+from tinyeffnet import progressive
 from tinyeffnet.augment import mixup, rand_augment
 from tinyeffnet.averaging import WeightAverage
 from tinyeffnet.checkpoint import average_state, save_checkpoint
@@ -152,16 +158,17 @@ def batch_indices(seed, epoch, index, num_examples, batch_size):
     return order[index * batch_size:(index + 1) * batch_size]
 
 
-def augmented_batch(data, seed, epoch, index, batch_size, magnitude=0.0, mixup_alpha=0.0):
+def augmented_batch(data, seed, epoch, index, batch_size, magnitude=0.0, mixup_alpha=0.0,
+                    crop_pad=datasets.CROP_PAD):
     """Batch ``index`` of epoch ``epoch`` of ``data`` (a ``data.Dataset`` with its ``mean`` and ``std`` set):
-    ``(x, y, targets)``. x: images (B, H, W, 3) float32, cropped and flipped with a generator seeded by
-    (seed, epoch, index), then with ``magnitude`` > 0 RandAugment at that magnitude, then with ``mixup_alpha``
+    ``(x, y, targets)``. x: images (B, H, W, 3) float32, cropped (shifted by up to ±``crop_pad`` pixels) and
+    flipped with a generator seeded by (seed, epoch, index), then with ``magnitude`` > 0 RandAugment at that magnitude, then with ``mixup_alpha``
     > 0 Mixup, each from a generator of its own seeded by (seed, epoch, index, its ``*_STREAM``), then
     normalised; y: labels (B,); targets: None without Mixup, else its soft targets (B, K) float32 (y_i is
     then the label of the image that dominates x_i, see ``augment.mixup``). Without either, the batch is the
     crop and flip alone, bit for bit."""
     idx = batch_indices(seed, epoch, index, len(data.train_labels), batch_size)
-    images = datasets.random_crop_flip(data.train_images[idx], np.random.default_rng([seed, epoch, index]))
+    images = datasets.random_crop_flip(data.train_images[idx], np.random.default_rng([seed, epoch, index]), crop_pad)
     labels, targets = data.train_labels[idx], None
     if magnitude > 0:
         images = rand_augment(images, magnitude, np.random.default_rng([seed, epoch, index, RANDAUGMENT_STREAM]))
@@ -281,6 +288,8 @@ class Trainer:
         self.steps_per_epoch = len(data.train_images) // args.batch_size or 1
         self.total_steps = self.steps_per_epoch * args.epochs
         self.warmup_steps = int(round(args.warmup_epochs * self.steps_per_epoch))
+        self.plan = progressive.plan_for(args, config.resolution) if args.progressive else None
+        self.stage_data = None     # with a plan: the data of the stage last asked for, its images resized
         self.stop_signal = None
         world.broadcast(model)
         for sig in EXIT_SIGNAL:            # from here on, Ctrl-C finishes the current step and saves
@@ -291,6 +300,8 @@ class Trainer:
         st, args = self.state, self.args
         while st.epoch < args.epochs:
             epoch = st.epoch
+            if self.plan is not None:
+                self.model.dropout.rate = self.stage(epoch).dropout
             progress = self.world.progress(self.steps_per_epoch, f"epoch {epoch + 1}/{args.epochs}")
             while st.step_in_epoch < self.steps_per_epoch:
                 start = time.perf_counter()
@@ -331,19 +342,38 @@ class Trainer:
         return batch_indices(self.args.seed, epoch, index, len(self.data.train_labels), self.args.batch_size)
 
     def regularization(self, epoch):
-        """(RandAugment magnitude, Mixup α) for epoch ``epoch``: here --randaugment and --mixup, the same every
-        epoch (0: off; a run saved before these flags existed has neither)."""
+        """(RandAugment magnitude, Mixup α) for epoch ``epoch``: with a plan its stage's; else --randaugment and
+        --mixup, the same every epoch (0: off; a run saved before these flags existed has neither)."""
+        if self.plan is not None:
+            stage = self.stage(epoch)
+            return stage.magnitude, stage.mixup_alpha
         return getattr(self.args, "randaugment", 0.0), getattr(self.args, "mixup", 0.0)
 
     def batch(self, epoch, index):
         """Batch ``index`` of epoch ``epoch``: ``(x, y, targets)``, images (B, H, W, 3) augmented and normalised,
         labels (B,) and, with Mixup, its soft targets (B, K) (else None); see ``augmented_batch``."""
         magnitude, mixup_alpha = self.regularization(epoch)
-        x, y, targets = augmented_batch(self.data, self.args.seed, epoch, index, self.args.batch_size, magnitude,
-                                        mixup_alpha)
+        data = self.train_data(epoch)
+        pad = progressive.crop_pad(data.train_images.shape[1], self.config.resolution)
+        x, y, targets = augmented_batch(data, self.args.seed, epoch, index, self.args.batch_size, magnitude,
+                                        mixup_alpha, pad)
         if targets is not None:
             targets = targets.astype(self.model.dtype, copy=False)
         return x.astype(self.model.dtype, copy=False), y, targets
+
+    def stage(self, epoch):
+        """The ``progressive.Stage`` that trains epoch ``epoch`` (0-based: once ``epoch`` epochs are done)."""
+        return progressive.stage_at(self.plan, epoch)[1]
+
+    def train_data(self, epoch):
+        """The data epoch ``epoch`` trains on: ``self.data``, or with a plan a copy whose training images are
+        resized (``data.resize_images``, from the model's resolution) to the stage's size, made once per stage."""
+        if self.plan is None:
+            return self.data
+        size = self.stage(epoch).size
+        if self.stage_data is None or self.stage_data.train_images.shape[1] != size:
+            self.stage_data = replace(self.data, train_images=datasets.resize_images(self.data.train_images, size))
+        return self.stage_data
 
     def step(self, x, y, lr, targets=None):
         return train_step(self.trainable, self.optimizer, x, y, lr, self.args.label_smoothing,
@@ -354,7 +384,8 @@ class Trainer:
         st, s = self.state, self.state.sums
         start = time.perf_counter()
         figures = self.evaluation(self.eval_weights, self.args.tta)
-        row = dict(epoch=st.epoch + 1, train_loss=s["loss"] / s["seen"], train_acc=s["correct"] / s["seen"],
+        stage = self.stage_fields(st.epoch)
+        row = dict(epoch=st.epoch + 1, **stage, train_loss=s["loss"] / s["seen"], train_acc=s["correct"] / s["seen"],
                    **figures, lr=lr, seconds=s["seconds"], eval_seconds=time.perf_counter() - start,
                    images_per_second=s["seen"] / s["seconds"])
         st.history.append(row)
@@ -362,9 +393,11 @@ class Trainer:
         st.sums = RunState().sums
         which = " (EMA)" if row["eval_weights"] == "ema" else ""
         tta = f" (TTA {100 * row['test_acc_tta']:.2f}%)" if "test_acc_tta" in row else ""
-        self.world.print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}% "
-                         f"| test{which} loss {row['test_loss']:.4f} acc {100 * row['test_acc']:.2f}%{tta} "
-                         f"| {row['seconds']:.0f} s, {row['images_per_second']:.0f} img/s", flush=True)
+        size = f" ({row['image_size']}×{row['image_size']})" if stage else ""
+        self.world.print(f"epoch {row['epoch']}: train{size} loss {row['train_loss']:.4f} acc "
+                         f"{100 * row['train_acc']:.2f}% | test{which} loss {row['test_loss']:.4f} acc "
+                         f"{100 * row['test_acc']:.2f}%{tta} | {row['seconds']:.0f} s, "
+                         f"{row['images_per_second']:.0f} img/s", flush=True)
         if self.world.is_main:
             write_metrics(self.run_dir, st.history)
         if row["test_acc"] > st.best_acc:
@@ -374,6 +407,14 @@ class Trainer:
         if self.world.is_main:
             plot_curves(st.history, os.path.join(self.run_dir, "curves.png"),
                         title=f"{self.config.name} on {self.args.dataset}")
+
+    def stage_fields(self, epoch):
+        """What a row and a checkpoint record of epoch ``epoch``'s stage: {"stage": i (1-based), "image_size"},
+        or nothing without a plan."""
+        if self.plan is None:
+            return {}
+        i, stage = progressive.stage_at(self.plan, epoch)
+        return dict(stage=i + 1, image_size=stage.size)
 
     def evaluation(self, weights, tta):
         """The test set's figures after an epoch, with ``weights``: "raw", the model's own, or "ema", their
@@ -415,7 +456,7 @@ class Trainer:
                         best_acc=st.best_acc, noise_rng=self.model.noise_rng.bit_generator.state,
                         args=vars(self.args), classes=self.data.classes,
                         preprocess=dict(mean=self.data.mean.tolist(), std=self.data.std.tolist(),
-                                        resolution=self.config.resolution))
+                                        resolution=self.config.resolution), **self.stage_fields(st.epoch))
         save_checkpoint(os.path.join(self.run_dir, name), self.model, self.optimizer, training, self.average)
 
     # --- signals, and timing one step ----------------------------------------------------------------------
@@ -434,12 +475,13 @@ class Trainer:
                          file=sys.stderr, flush=True)
         return EXIT_SIGNAL[self.stop_signal]
 
-    def measure_step_seconds(self):
-        """Time one training step (after one untimed step that compiles the kernels), then undo both."""
+    def measure_step_seconds(self, epoch=0):
+        """Time one training step on a batch of epoch ``epoch`` (after one untimed step that compiles the
+        kernels), then undo both."""
         parts = [part for part in (self.model, self.optimizer, self.average) if part is not None]
         snapshots = [{k: v.copy() for k, v in part.state_dict().items()} for part in parts]
         rng_state = self.model.noise_rng.bit_generator.state
-        x, y, targets = self.batch(0, 0)
+        x, y, targets = self.batch(epoch, 0)
         self.step(x, y, 0.0, targets)
         start = time.perf_counter()
         self.step(x, y, 0.0, targets)

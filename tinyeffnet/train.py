@@ -45,11 +45,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from tinyeffnet import data as datasets
-from tinyeffnet import transfer
+from tinyeffnet import progressive, transfer
 from tinyeffnet.augment import NUM_OPS, OPS
 from tinyeffnet.averaging import DECAY
-from tinyeffnet.cli import (add_model_arguments, build_config, fraction, make_parser, non_negative_float,
-                            non_negative_int, positive_float, positive_int)
+from tinyeffnet.cli import (add_model_arguments, build_config, fraction, make_parser, min_resolution,
+                            non_negative_float, non_negative_int, positive_float, positive_int)
 from tinyeffnet.device import require_cuda
 from tinyeffnet.distributed import make_world, run_job, use_sync_batchnorm
 from tinyeffnet.engine import EXIT_SIGNAL, Interrupted, RunState, Trainer, optimizer_settings, stop_now
@@ -108,6 +108,7 @@ def parse_args(argv=None):
                         "ranks); without it each rank normalises its own rows, as Horovod does")
     add_recipe_arguments(p)
     add_regularization_arguments(p)
+    add_progressive_arguments(p)
     tl = p.add_argument_group("transfer learning")
     tl.add_argument("--pretrained", action="store_true",
                     help=f"start from the ImageNet weights of --variant ({', '.join(AVAILABLE)}) with a new "
@@ -160,6 +161,28 @@ def add_regularization_arguments(parser):
                         "and trained on the blended labels (smoothed by --label-smoothing); 0 turns it off")
 
 
+def add_progressive_arguments(parser):
+    """EfficientNetV2's progressive learning: its stages, and the range of each size and regularization."""
+    g = parser.add_argument_group("progressive learning (EfficientNetV2, Algorithm 1; see tinyeffnet.progressive)")
+    g.add_argument("--progressive", action="store_true",
+                   help="train in stages of growing image size and regularization, each interpolated linearly from "
+                        "its MIN in the first stage to its MAX in the last; the last trains at --resolution, at which "
+                        "every epoch is evaluated. The stages are spread over --epochs, which a resumed run keeps")
+    g.add_argument("--stages", type=positive_int, metavar="M",
+                   help=f"number of stages M, each of whole epochs, at most --epochs "
+                        f"(default: {progressive.PAPER_STAGES}, the paper's)")
+    g.add_argument("--min-size", type=positive_int, metavar="PIXELS",
+                   help="the first stage's image size (default: 128/300 of --resolution, Table 6's proportion, rounded "
+                        f"to a multiple of {progressive.SIZE_MULTIPLE}, at least the network's output stride)")
+    ranges = (("dropout_range", fraction, "the classifier's dropout rate γ, each in [0, 1)"),
+              ("randaugment_range", non_negative_float, "RandAugment's magnitude ε (0: none)"),
+              ("mixup_range", non_negative_float, "Mixup's α (0: none)"))
+    for name, convert, what in ranges:
+        low, high = progressive.RANGE_FLAGS[name]
+        g.add_argument("--" + name.replace("_", "-"), type=convert, nargs=2, metavar=("MIN", "MAX"),
+                       help=f"{what}: the first stage's and the last's (default: {low:g} {high:g}, Table 6's V2-S)")
+
+
 def check_recipe_arguments(args):
     """What the parser's converters leave to check of ``add_recipe_arguments`` and
     ``add_regularization_arguments``: a decay of 0 would average nothing, and --tta, --randaugment and --mixup
@@ -182,6 +205,7 @@ def validate(args):
             raise TinyEffNetError("--freeze-body computes the body's features on the CPU; leave out --device cuda")
         require_cuda()
     check_recipe_arguments(args)
+    progressive.check_arguments(args)
     transfer.check_arguments(args)
 
 
@@ -211,10 +235,11 @@ def check_sizes(args, data):
     if train < args.batch_size:
         raise TinyEffNetError(f"--batch-size {args.batch_size} is more than the {train:,} training images selected; "
                               f"give at most --batch-size {train}")
-    if args.mixup and args.num_classes is not None and args.num_classes != len(data.classes):
-        raise TinyEffNetError(f"--mixup blends the labels of {args.dataset}'s {len(data.classes)} classes, but "
+    mixup = "--mixup" if args.mixup else "--mixup-range" if args.progressive and args.mixup_range[1] > 0 else None
+    if mixup and args.num_classes is not None and args.num_classes != len(data.classes):
+        raise TinyEffNetError(f"{mixup} blends the labels of {args.dataset}'s {len(data.classes)} classes, but "
                               f"--num-classes {args.num_classes} gives the classifier another number of outputs; "
-                              f"leave out --num-classes or --mixup")
+                              f"leave out --num-classes or {mixup}")
 
 
 @dataclass
@@ -226,6 +251,7 @@ class Resumed:
     optimizer_state: dict
     noise_rng: dict                # the model's dropout generator
     state: RunState
+    stage: dict                    # with --progressive, the stage it continues: {"stage": i (1-based), "image_size"}
 
     @property
     def run_dir(self):
@@ -234,7 +260,9 @@ class Resumed:
     def note(self, epochs):
         """The plan's "start" line: which run, epoch and step it continues from."""
         st = self.state
-        return (f"resuming {self.run_dir} from epoch {st.epoch + 1}/{epochs}, step {st.step_in_epoch} "
+        stage, size = self.stage.get("stage"), self.stage.get("image_size")
+        where = f", stage {stage} ({size}×{size})" if stage else ""
+        return (f"resuming {self.run_dir} from epoch {st.epoch + 1}/{epochs}, step {st.step_in_epoch}{where} "
                 f"(checkpoint {self.checkpoint})")
 
 
@@ -254,11 +282,16 @@ def resume(args):
     if not training or "args" not in training or "epoch" not in training:
         raise TinyEffNetError(f"{checkpoint} holds weights only, no training state to resume from")
     saved = {**vars(parse_args([])), **training["args"]}     # defaults for flags newer than the run
+    if saved["progressive"] and args.epochs not in (None, saved["epochs"]):
+        raise TinyEffNetError(f"--epochs {args.epochs}: {checkpoint} trains a progressive plan whose stages are "
+                              f"spread over its {count_epochs(saved['epochs'])}, and another total would move "
+                              "them; resume it without --epochs")
     saved.update(resume=args.resume, epochs=args.epochs or saved["epochs"], data_dir=args.data_dir or saved["data_dir"])
     state = RunState(training["epoch"], training["step_in_epoch"], training["sums"], training["history"],
                      training["best_acc"])
+    stage = {key: training[key] for key in ("stage", "image_size") if key in training}
     return argparse.Namespace(**saved), Resumed(checkpoint, config, model_state, optimizer_state,
-                                                training["noise_rng"], state)
+                                                training["noise_rng"], state, stage)
 
 
 def finished(requested, args, resumed):
@@ -266,7 +299,8 @@ def finished(requested, args, resumed):
     how to extend it. ``requested``: this command's --epochs (None if not given); a total smaller than the epochs
     already trained is refused."""
     done = resumed.state.epoch
-    extend = f"to train longer, add --epochs M (M > {done})"
+    extend = (f"to train longer, add --epochs M (M > {done})" if not args.progressive else
+              "a progressive run's stages are spread over its epochs, so it cannot be extended")
     if requested is not None and requested < done:
         raise TinyEffNetError(f"--epochs {requested} is fewer than the {count_epochs(done)} {resumed.run_dir} has "
                               f"already trained; {extend}")
@@ -328,6 +362,9 @@ def main(argv=None):
         num_classes = {"cifar100": 100}.get(args.dataset, 10)
         config = replace(build_config(args, num_classes=num_classes), init=args.init)
         run_dir = args.out or os.path.join("runs", f"{args.dataset}-{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    progressive.check_min_size(args, config)
+    if args.progressive and resumed is None:      # the model's rate is the one its last stage trains with
+        config = replace(config, dropout=args.dropout_range[1])
     created = outermost_missing(run_dir) if world.is_main else None
     for sig in EXIT_SIGNAL:        # until the trainer takes over, Ctrl-C stops at once
         signal.signal(sig, stop_now)
@@ -389,6 +426,8 @@ def regularization_note(args):
     """The plan's line on the training images' augmentation."""
     if args.freeze_body:
         return "augmentation: none (the frozen body's features are computed once)"
+    if args.progressive:
+        return "augmentation: random crop and flip, then RandAugment and Mixup at each stage's strength (below)"
     randaugment = (f"RandAugment magnitude {args.randaugment:g} ({NUM_OPS} operations per image)" if args.randaugment
                    else "no RandAugment")
     mixup = f"Mixup α {args.mixup:g} (soft targets)" if args.mixup else "no Mixup"
@@ -411,6 +450,12 @@ def print_plan(args, config, model, data, run_dir, start):
     print(f"          init {config.init}; each epoch evaluates {evaluated}"
           f"{', also with mirrored images (TTA)' if args.tta else ''}")
     print(f"          {regularization_note(args)}")
+    if args.progressive:
+        for line in progressive.describe(progressive.plan_for(args, config.resolution)):
+            print(f"stage     {line}")
+        if args.min_size == config.resolution:
+            print(f"          every stage trains at {config.resolution}×{config.resolution}: the network's output "
+                  f"stride is {min_resolution(config)}, so no smaller size is allowed")
     print(f"run       {run_dir}", flush=True)
 
 
@@ -418,12 +463,24 @@ def print_estimate(args, trainer):
     """Time one step (every process takes it) and print what the run will take (the main process)."""
     say = trainer.world.print
     say("timing one step (the first call compiles the kernels; later runs reuse the cache)…", flush=True)
-    step = trainer.measure_step_seconds()
-    remaining = args.epochs * trainer.steps_per_epoch - (trainer.state.epoch * trainer.steps_per_epoch
-                                                         + trainer.state.step_in_epoch)
-    say(f"estimate  {step:.2f} s per step of {args.batch_size} images → {format_seconds(step * trainer.steps_per_epoch)} "
-        f"per epoch, about {format_seconds(step * remaining)} for the "
-        f"{count_epochs(args.epochs - trainer.state.epoch)} to go (plus evaluation)", flush=True)
+    steps = trainer.steps_per_epoch
+    done = trainer.state.epoch * steps + trainer.state.step_in_epoch
+    to_go = f"{count_epochs(args.epochs - trainer.state.epoch)} to go (plus evaluation)"
+    if trainer.plan is None:
+        step = trainer.measure_step_seconds()
+        say(f"estimate  {step:.2f} s per step of {args.batch_size} images → {format_seconds(step * steps)} "
+            f"per epoch, about {format_seconds(step * (args.epochs * steps - done))} for the {to_go}", flush=True)
+        return
+    timed, first = [], 0           # (seconds per step, steps to go) of each stage not finished yet
+    for stage in trainer.plan:
+        left = (first + stage.epochs) * steps - max(done, first * steps)
+        if left > 0:
+            timed.append((trainer.measure_step_seconds(first), left))
+        first += stage.epochs
+    fastest, slowest = (f"{f([t for t, _ in timed]):.2f}" for f in (min, max))
+    span = fastest if fastest == slowest else f"{fastest}–{slowest}"
+    say(f"estimate  {span} s per step of {args.batch_size} images in the stages left (timed in each), about "
+        f"{format_seconds(sum(t * n for t, n in timed))} for the {to_go}", flush=True)
 
 
 if __name__ == "__main__":

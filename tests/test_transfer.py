@@ -93,8 +93,8 @@ def test_pretrained_preprocessing_is_recorded_and_used(probe_run, tmp_path):
 
 
 def test_prepare_data_normalises_as_the_weights_were_trained():
-    args = argparse.Namespace(dataset="synthetic", data_dir=None, subset=100, test_subset=10, per_class=None, batch_size=8,
-                              pretrained=True)
+    args = train.parse_args(["--dataset", "synthetic", "--subset", "100", "--test-subset", "10", "--batch-size", "8",
+                             "--pretrained"])
     data = train.prepare_data(args, RESOLUTION)
     np.testing.assert_allclose(data.mean, PREPROCESS["mean"], rtol=1e-6)
     np.testing.assert_allclose(data.std, PREPROCESS["std"], rtol=1e-6)

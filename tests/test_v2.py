@@ -125,9 +125,12 @@ def test_export_refuses_v2_in_one_line(tmp_path):
     assert "Fused-MBConv" in result.stderr and not (tmp_path / "m.safetensors").exists()
 
 
-def test_reading_pytorch_tensors_as_v2_is_refused():
+def test_reading_pytorch_tensors_as_v2_b0_is_refused():
+    from tinyeffnet.safetensors_file import pytorch_names
     from tinyeffnet.torch_names import load_torch_state
-    with pytest.raises(TinyEffNetError, match="no PyTorch export or import yet"):
+    with pytest.raises(TinyEffNetError, match="no PyTorch export or import: torchvision builds EfficientNetV2-S"):
+        pytorch_names(TINY_V2)
+    with pytest.raises(TinyEffNetError, match="no counterpart in EfficientNet-PyTorch"):
         load_torch_state(EfficientNet(TINY_V2), {}, "f.safetensors")
 
 

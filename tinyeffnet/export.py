@@ -129,9 +129,11 @@ def main(argv=None):
           f"parameters) under {library}'s names and layouts")
     snippet = pytorch_snippet(config, args.out)
     if snippet is None:
-        built = (f"width {config.width:g}, depth {config.depth:g}, stem stride {config.stem_stride}, padding "
-                 f"{config.padding}" if torchvision else f"stem stride {config.stem_stride}, {config.activation}, "
-                 f"squeeze-and-excitation {config.se}")
+        if torchvision:
+            built = (f"width {config.width:g}, depth {config.depth:g}, stem stride {config.stem_stride}, "
+                     f"padding {config.padding}")
+        else:
+            built = f"stem stride {config.stem_stride}, {config.activation}, squeeze-and-excitation {config.se}"
         print(f"note: {library} builds no network like this one ({built}): the tensors load into the nearest "
               "variant, but its logits will differ")
     else:

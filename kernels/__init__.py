@@ -17,8 +17,8 @@ linear             ``(F_in, F_out)`` + bias     ``linear.py``
 
 Each file pairs ``*_forward`` with ``*_backward`` so the chain rule for one operation reads on one
 screen; ``elementwise.py`` (sums of tensors, in place or not) and ``sgd.py`` (the fused optimiser update)
-have no backward; ``padding.py`` is the geometry of a window under TensorFlow's SAME padding, and
-``fastexp.py`` the vectorisable e^x behind σ.
+have no backward; ``padding.py`` is the geometry of a window under a padding rule (TensorFlow's SAME, or
+PyTorch's symmetric (k − 1)/2), and ``fastexp.py`` the vectorisable e^x behind σ.
 
 ``cuda/x.py`` is the CUDA twin of ``x.py`` (numba.cuda): the same functions with the same arguments, over
 device arrays, one GPU thread per output element or one block per reduced sum (``cuda/_device.py``). The

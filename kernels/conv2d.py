@@ -6,7 +6,8 @@ Shapes (NHWC)::
 
     y[n, i, j, d] = Σ_{p,q,c} x[n, i·s + p − pad_top, j·s + q − pad_left, c] · w[p, q, c, d]
 
-with TF "SAME" padding (``padding.py``; pixels outside the image count as zero).
+with the rule ``padding`` (``padding.py``: TensorFlow's "same", the default, or "symmetric"; the output size
+is ceil(H/s) either way, for an odd k), pixels outside the image counting as zero.
 
 im2col: copy every k×k×C_in window into one row of ``cols`` (N, Ho, Wo, k·k·C_in),
 
@@ -22,45 +23,45 @@ import numba
 import numpy as np
 
 from ._checks import check_array
-from .padding import check_window, check_window_gradient, same_geometry, tap_range
+from .padding import SAME, check_window, check_window_gradient, tap_range, window_geometry
 from .pointwise import pointwise_conv_backward, pointwise_conv_forward
 
 
-def _checked(x, w, stride, check=check_array):
-    """Check x (N, H, W, C_in), w (k, k, C_in, C_out) (arrays of the kind ``check``, one dtype) and stride."""
+def _checked(x, w, stride, padding, check=check_array):
+    """Check x (N, H, W, C_in), w (k, k, C_in, C_out) (arrays of the kind ``check``, one dtype), stride and padding."""
     x = check("x", x, ndim=4)
     w = check("w", w, ndim=4, dtype=x.dtype)
-    check_window(w, stride)
+    check_window(w, stride, padding)
     if w.shape[2] != x.shape[3]:
         raise ValueError(f"w has {w.shape[2]} input channels but x has {x.shape[3]}; a conv2d w is (k, k, C_in, C_out)")
     return x, w
 
 
-def _im2col(x, k, stride):
-    out_h, pad_top, out_w, pad_left = same_geometry(x, k, stride)
+def _im2col(x, k, stride, padding):
+    out_h, pad_top, out_w, pad_left = window_geometry(x, k, stride, padding)
     cols = np.empty((x.shape[0], out_h, out_w, k, k, x.shape[3]), dtype=x.dtype)
     _im2col_loops(x, int(stride), pad_top, pad_left, cols)
     return cols.reshape(x.shape[0], out_h, out_w, -1)
 
 
-def conv2d_forward(x, w, stride):
-    """Dense convolution with SAME padding.
+def conv2d_forward(x, w, stride, padding=SAME):
+    """Dense convolution with the padding rule ``padding`` ("same" or "symmetric", ``padding.py``).
 
     x: (N, H, W, C_in) float32/float64, w: (k, k, C_in, C_out) same dtype, stride 1 or 2.
     Returns y: (N, ceil(H/s), ceil(W/s), C_out) in x's dtype."""
-    x, w = _checked(x, w, stride)
-    return pointwise_conv_forward(_im2col(x, w.shape[0], stride), w.reshape(-1, w.shape[3]))
+    x, w = _checked(x, w, stride, padding)
+    return pointwise_conv_forward(_im2col(x, w.shape[0], stride, padding), w.reshape(-1, w.shape[3]))
 
 
-def conv2d_backward(x, w, dy, stride):
-    """Gradients of ``L = Σ y·dy`` for ``y = conv2d_forward(x, w, stride)``.
+def conv2d_backward(x, w, dy, stride, padding=SAME):
+    """Gradients of ``L = Σ y·dy`` for ``y = conv2d_forward(x, w, stride, padding)``.
 
     dy: (N, ceil(H/s), ceil(W/s), C_out) in x's dtype. Returns ``(dx, dw)`` shaped like ``x`` and ``w``."""
-    x, w = _checked(x, w, stride)
-    dy = check_window_gradient(x, w, dy, stride)
+    x, w = _checked(x, w, stride, padding)
+    dy = check_window_gradient(x, w, dy, stride, padding)
     k = w.shape[0]
-    _, pad_top, _, pad_left = same_geometry(x, k, stride)
-    dcols, dw = pointwise_conv_backward(_im2col(x, k, stride), w.reshape(-1, w.shape[3]), dy)
+    _, pad_top, _, pad_left = window_geometry(x, k, stride, padding)
+    dcols, dw = pointwise_conv_backward(_im2col(x, k, stride, padding), w.reshape(-1, w.shape[3]), dy)
     dx = np.empty_like(x)
     _col2im_loops(dcols.reshape(dy.shape[:3] + w.shape[:3]), int(stride), pad_top, pad_left, dx)
     return dx, dw.reshape(w.shape)

@@ -6,10 +6,10 @@ Shapes (NHWC, see ``kernels/__init__.py``)::
 
     y[n, i, j, c] = Σ_{p,q} x[n, i·s + p − pad_top, j·s + q − pad_left, c] · w[p, q, c]
 
-with TF "SAME" padding (``padding.py``): pixels outside the image count as zero. Rather than copying
-``x`` into a zero-padded array, every loop visits only the taps ``(p, q)`` that land inside the image
-(``tap_range``). Measured on B0 shapes, a padded copy plus unbounded loops made the forward 1.5–2×
-slower: the copy is a whole extra pass over memory.
+with the rule ``padding`` (``padding.py``: TensorFlow's "same", the default, or "symmetric"): pixels
+outside the image count as zero. Rather than copying ``x`` into a zero-padded array, every loop visits
+only the taps ``(p, q)`` that land inside the image (``tap_range``). Measured on B0 shapes, a padded
+copy plus unbounded loops made the forward 1.5–2× slower: the copy is a whole extra pass over memory.
 
 Backward, with ``dy = ∂L/∂y``::
 
@@ -21,7 +21,7 @@ sends ``dy`` back to the ``x`` and the ``w`` it multiplied. The innermost loops 
 contiguous channel axis, so they compile to SIMD instructions (two separate channel loops for dx and
 dw vectorise better than one loop updating both; measured).
 
-The window geometry (``check_window``, ``same_geometry``, ``tap_range``) is ``padding.py``'s, shared
+The window geometry (``check_window``, ``window_geometry``, ``tap_range``) is ``padding.py``'s, shared
 with the dense convolution (``conv2d.py``), which slides the same windows.
 """
 
@@ -29,42 +29,43 @@ import numba
 import numpy as np
 
 from ._checks import check_array
-from .padding import check_window, check_window_gradient, same_geometry, tap_range
+from .padding import SAME, check_window, check_window_gradient, tap_range, window_geometry
 
 # dw is a sum over the whole batch. Each of BATCH_CHUNKS chunks of images gets its own partial sum,
 # added in a fixed order afterwards: the result does not depend on how many threads ran the chunks.
 BATCH_CHUNKS = 16
 
 
-def _checked(x, w, stride, check=check_array):
-    """Check x (N, H, W, C), w (k, k, C) (arrays of the kind ``check`` and one dtype) and stride; return x, w."""
+def _checked(x, w, stride, padding, check=check_array):
+    """Check x (N, H, W, C), w (k, k, C) (arrays of the kind ``check`` and one dtype), stride and padding;
+    return x, w."""
     x = check("x", x, ndim=4)
     w = check("w", w, ndim=3, dtype=x.dtype)
-    check_window(w, stride)
+    check_window(w, stride, padding)
     if w.shape[2] != x.shape[3]:
         raise ValueError(f"w has {w.shape[2]} channels but x has {x.shape[3]}; a depthwise w is (k, k, C)")
     return x, w
 
 
-def depthwise_conv_forward(x, w, stride):
-    """Depthwise convolution ``y = x ⊛ w`` with SAME padding.
+def depthwise_conv_forward(x, w, stride, padding=SAME):
+    """Depthwise convolution ``y = x ⊛ w`` with the padding rule ``padding`` ("same" or "symmetric").
 
     x: (N, H, W, C) float32/float64, w: (k, k, C) same dtype, stride 1 or 2.
     Returns y: (N, ceil(H/s), ceil(W/s), C) in x's dtype."""
-    x, w = _checked(x, w, stride)
-    out_h, pad_top, out_w, pad_left = same_geometry(x, w.shape[0], stride)
+    x, w = _checked(x, w, stride, padding)
+    out_h, pad_top, out_w, pad_left = window_geometry(x, w.shape[0], stride, padding)
     y = np.empty((x.shape[0], out_h, out_w, x.shape[3]), dtype=x.dtype)
     _forward_loops(x, w, int(stride), pad_top, pad_left, y)
     return y
 
 
-def depthwise_conv_backward(x, w, dy, stride):
-    """Gradients of ``L = Σ y·dy`` for ``y = depthwise_conv_forward(x, w, stride)``.
+def depthwise_conv_backward(x, w, dy, stride, padding=SAME):
+    """Gradients of ``L = Σ y·dy`` for ``y = depthwise_conv_forward(x, w, stride, padding)``.
 
     dy: the forward output's shape and dtype. Returns ``(dx, dw)`` shaped like ``x`` and ``w``."""
-    x, w = _checked(x, w, stride)
-    dy = check_window_gradient(x, w, dy, stride)
-    _, pad_top, _, pad_left = same_geometry(x, w.shape[0], stride)
+    x, w = _checked(x, w, stride, padding)
+    dy = check_window_gradient(x, w, dy, stride, padding)
+    _, pad_top, _, pad_left = window_geometry(x, w.shape[0], stride, padding)
     dx = np.empty_like(x)
     dw_parts = np.empty((BATCH_CHUNKS,) + w.shape, dtype=x.dtype)
     _backward_loops(x, w, dy, int(stride), pad_top, pad_left, dx, dw_parts)

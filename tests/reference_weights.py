@@ -10,6 +10,11 @@ import math
 import numpy as np
 
 REFERENCE_RESOLUTION, REFERENCE_STEP = 32, 50      # how reference_logits_*.txt were made (see their header)
+# torchvision's V2 reference (reference_logits_v2-s.txt) draws its convolution and linear weights with variance
+# 1/fan_in, not He's 2/fan_in: in eval mode its 40 blocks, each batch norm dividing by the formula's running
+# variance (0.5–1), grow He-drawn activations to logits of 1e11, where rounding no longer gives one answer
+# (tinyeffnet's logits of one image then change with the batch it is in). With 1/fan_in they stay below 6.
+V2_REFERENCE_GAIN = 1.0
 
 
 def read_table(path):
@@ -32,8 +37,9 @@ def uniform(count, stream):
     return (z >> np.uint64(11)).astype(np.float64) / 2.0 ** 52 - 1.0
 
 
-def formula_state(table):
-    """The weights reference_logits_*.txt were computed with, in PyTorch's names and layouts."""
+def formula_state(table, gain=2.0):
+    """The weights reference_logits_*.txt were computed with, in PyTorch's names and layouts: convolution and
+    linear weights uniform with variance ``gain`` / fan_in (2, He's, for EfficientNet-PyTorch's files)."""
     state = {}
     for t, (name, dtype, shape) in enumerate(table):
         w = uniform(math.prod(shape), t).reshape(shape)
@@ -47,7 +53,7 @@ def formula_state(table):
         elif len(shape) == 1:                                        # batch-norm weight
             value = 1 + 0.1 * w
         else:                                                        # convolution or linear weight
-            value = w * np.sqrt(6 / math.prod(shape[1:]))
+            value = w * np.sqrt(3 * gain / math.prod(shape[1:]))
         state[name] = value.astype(np.float32)
     return state
 

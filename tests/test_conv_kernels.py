@@ -12,7 +12,7 @@ from gradcheck import assert_gradients
 from tolerances import GRADIENT, LONG_SUMS_F32, LONG_SUMS_F64
 from tinyeffnet.kernels.conv2d import conv2d_backward, conv2d_forward
 from tinyeffnet.kernels.depthwise import depthwise_conv_backward, depthwise_conv_forward
-from tinyeffnet.kernels.padding import same_padding
+from tinyeffnet.kernels.padding import PADDINGS, same_padding
 from tinyeffnet.kernels.pointwise import pointwise_conv_backward, pointwise_conv_forward
 
 
@@ -32,23 +32,33 @@ C_OUT = 4
 
 # ---- independent references: explicit zero padding, then one shifted, strided slice per tap ----
 
-def padded_windows(x, k, stride):
+def reference_padding(size, k, stride, padding):
+    """(out, before, after) of one axis: TensorFlow's SAME formula (``same_padding``, checked on its own in
+    ``test_same_padding_is_tensorflows``), or PyTorch's padding=(k − 1)/2 written out here."""
+    if padding == "same":
+        return same_padding(size, k, stride)
+    pad = (k - 1) // 2
+    return (size + 2 * pad - k) // stride + 1, pad, pad
+
+
+def padded_windows(x, k, stride, padding):
     """Yield ``(p, q, x_pq)`` with ``x_pq[n, i, j, c] = x_padded[n, i·s + p, j·s + q, c]``."""
     _, height, width, _ = x.shape
-    out_h, top, bottom = same_padding(height, k, stride)
-    out_w, left, right = same_padding(width, k, stride)
+    out_h, top, bottom = reference_padding(height, k, stride, padding)
+    out_w, left, right = reference_padding(width, k, stride, padding)
     xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
     for p in range(k):
         for q in range(k):
             yield p, q, xp[:, p : p + stride * out_h : stride, q : q + stride * out_w : stride, :]
 
 
-def reference_depthwise(x, w, stride):
-    return sum(x_pq * w[p, q] for p, q, x_pq in padded_windows(x, w.shape[0], stride))
+def reference_depthwise(x, w, stride, padding):
+    return sum(x_pq * w[p, q] for p, q, x_pq in padded_windows(x, w.shape[0], stride, padding))
 
 
-def reference_conv2d(x, w, stride):
-    return sum(np.einsum("nijc,cd->nijd", x_pq, w[p, q]) for p, q, x_pq in padded_windows(x, w.shape[0], stride))
+def reference_conv2d(x, w, stride, padding):
+    return sum(np.einsum("nijc,cd->nijd", x_pq, w[p, q])
+               for p, q, x_pq in padded_windows(x, w.shape[0], stride, padding))
 
 
 def reference_pointwise(x, w):
@@ -62,22 +72,24 @@ def random_inputs(shape, w_shape, seed=0):
 
 # ---- forward ----
 
+@pytest.mark.parametrize("padding", PADDINGS)
 @pytest.mark.parametrize("n, h, w, c, k, stride", SHAPES)
-def test_depthwise_forward_matches_reference(n, h, w, c, k, stride):
+def test_depthwise_forward_matches_reference(n, h, w, c, k, stride, padding):
     x, wt = random_inputs((n, h, w, c), (k, k, c))
-    expected = reference_depthwise(x, wt, stride)
-    np.testing.assert_allclose(depthwise_conv_forward(x, wt, stride), expected, **LONG_SUMS_F64)
-    y32 = depthwise_conv_forward(x.astype(np.float32), wt.astype(np.float32), stride)
+    expected = reference_depthwise(x, wt, stride, padding)
+    np.testing.assert_allclose(depthwise_conv_forward(x, wt, stride, padding), expected, **LONG_SUMS_F64)
+    y32 = depthwise_conv_forward(x.astype(np.float32), wt.astype(np.float32), stride, padding)
     assert y32.dtype == np.float32
     np.testing.assert_allclose(y32, expected, **LONG_SUMS_F32)
 
 
+@pytest.mark.parametrize("padding", PADDINGS)
 @pytest.mark.parametrize("n, h, w, c, k, stride", SHAPES)
-def test_conv2d_forward_matches_reference(n, h, w, c, k, stride):
+def test_conv2d_forward_matches_reference(n, h, w, c, k, stride, padding):
     x, wt = random_inputs((n, h, w, c), (k, k, c, C_OUT))
-    expected = reference_conv2d(x, wt, stride)
-    np.testing.assert_allclose(conv2d_forward(x, wt, stride), expected, **LONG_SUMS_F64)
-    y32 = conv2d_forward(x.astype(np.float32), wt.astype(np.float32), stride)
+    expected = reference_conv2d(x, wt, stride, padding)
+    np.testing.assert_allclose(conv2d_forward(x, wt, stride, padding), expected, **LONG_SUMS_F64)
+    y32 = conv2d_forward(x.astype(np.float32), wt.astype(np.float32), stride, padding)
     assert y32.dtype == np.float32
     np.testing.assert_allclose(y32, expected, **LONG_SUMS_F32)
 
@@ -104,6 +116,19 @@ def test_same_padding_is_tensorflows(forward, weight):
     np.testing.assert_array_equal(y, expected)
 
 
+@pytest.mark.parametrize("forward, weight", [
+    (depthwise_conv_forward, np.ones((3, 3, 1))),
+    (conv2d_forward, np.ones((3, 3, 1, 1))),
+])
+def test_symmetric_padding_is_pytorchs(forward, weight):
+    """The same 4×4 input, 3×3 window, stride 2, padded 1 on every side as PyTorch's padding=1: the windows
+    start one pixel earlier, and the last row and column of padding are never read."""
+    image = np.arange(16.0).reshape(4, 4)
+    y = forward(image.reshape(1, 4, 4, 1), weight, 2, "symmetric")[0, :, :, 0]
+    expected = [[image[0:2, 0:2].sum(), image[0:2, 1:4].sum()], [image[1:4, 0:2].sum(), image[1:4, 1:4].sum()]]
+    np.testing.assert_array_equal(y, expected)
+
+
 # ---- backward: every gradient against central differences ----
 
 def float64_arrays(shape):
@@ -111,30 +136,34 @@ def float64_arrays(shape):
 
 
 @st.composite
-def window_cases(draw, dense):
-    """(x, w, dy, stride) with N 1..3, C 1..5, H, W 1..9, k in {3, 5}, stride in {1, 2}."""
+def window_cases(draw, dense, padding):
+    """(x, w, dy, stride) with N 1..3, C 1..5, H, W 1..9, k in {3, 5}, stride in {1, 2}, for the rule ``padding``."""
     n, c = draw(st.integers(1, 3)), draw(st.integers(1, 5))
     h, w = draw(st.integers(1, 9)), draw(st.integers(1, 9))
     k, stride = draw(st.sampled_from([3, 5])), draw(st.sampled_from([1, 2]))
     c_out = draw(st.integers(1, 4)) if dense else c
     w_shape = (k, k, c, c_out) if dense else (k, k, c)
-    out_h, out_w = same_padding(h, k, stride)[0], same_padding(w, k, stride)[0]
+    out_h, out_w = reference_padding(h, k, stride, padding)[0], reference_padding(w, k, stride, padding)[0]
     x = draw(float64_arrays((n, h, w, c)))
     return x, draw(float64_arrays(w_shape)), draw(float64_arrays((n, out_h, out_w, c_out))), stride
 
 
-@given(window_cases(dense=False))
-def test_depthwise_backward_matches_central_differences(case):
-    x, w, dy, stride = case
-    dx, dw = depthwise_conv_backward(x, w, dy, stride)
-    assert_gradients(lambda x, w: depthwise_conv_forward(x, w, stride), {"x": x, "w": w}, {"x": dx, "w": dw}, dy, **GRADIENT)
+@pytest.mark.parametrize("padding", PADDINGS)
+@given(data=st.data())
+def test_depthwise_backward_matches_central_differences(padding, data):
+    x, w, dy, stride = data.draw(window_cases(dense=False, padding=padding))
+    dx, dw = depthwise_conv_backward(x, w, dy, stride, padding)
+    assert_gradients(lambda x, w: depthwise_conv_forward(x, w, stride, padding), {"x": x, "w": w},
+                     {"x": dx, "w": dw}, dy, **GRADIENT)
 
 
-@given(window_cases(dense=True))
-def test_conv2d_backward_matches_central_differences(case):
-    x, w, dy, stride = case
-    dx, dw = conv2d_backward(x, w, dy, stride)
-    assert_gradients(lambda x, w: conv2d_forward(x, w, stride), {"x": x, "w": w}, {"x": dx, "w": dw}, dy, **GRADIENT)
+@pytest.mark.parametrize("padding", PADDINGS)
+@given(data=st.data())
+def test_conv2d_backward_matches_central_differences(padding, data):
+    x, w, dy, stride = data.draw(window_cases(dense=True, padding=padding))
+    dx, dw = conv2d_backward(x, w, dy, stride, padding)
+    assert_gradients(lambda x, w: conv2d_forward(x, w, stride, padding), {"x": x, "w": w}, {"x": dx, "w": dw}, dy,
+                     **GRADIENT)
 
 
 @st.composite
@@ -198,6 +227,9 @@ POINTWISE_W = np.zeros((4, 5))
     (lambda: depthwise_conv_forward(X, np.zeros((3, 5, 4)), 1), ValueError, r"square with odd size k, got 3×5"),
     (lambda: depthwise_conv_forward(X, DEPTHWISE_W, 3), ValueError, r"stride must be 1 or 2, got 3"),
     (lambda: depthwise_conv_forward(X, DEPTHWISE_W, 1.0), ValueError, r"stride must be 1 or 2, got 1.0"),
+    (lambda: depthwise_conv_forward(X, DEPTHWISE_W, 1, "valid"), ValueError,
+     r"padding must be one of 'same', 'symmetric', got 'valid'"),
+    (lambda: conv2d_backward(X, CONV_W, np.zeros((2, 8, 8, 5)), 1, "SAME"), ValueError, r"padding must be one of"),
     (lambda: depthwise_conv_forward(X, DEPTHWISE_W.astype(np.float32), 1), TypeError, r"w has dtype float32 but"),
     (lambda: depthwise_conv_forward(X.astype(np.int64), DEPTHWISE_W, 1), TypeError, r"x must be float32 or float64"),
     (lambda: depthwise_conv_forward(X.tolist(), DEPTHWISE_W, 1), TypeError, r"x must be a numpy array"),

@@ -43,6 +43,7 @@ from tinyeffnet.kernels.cuda import elementwise as elementwise_cuda
 from tinyeffnet.kernels.cuda import linear as linear_cuda
 from tinyeffnet.kernels.cuda import loss as loss_cuda
 from tinyeffnet.kernels.cuda import sgd as sgd_cuda
+from tinyeffnet.kernels.padding import PADDINGS
 from tinyeffnet.scaling import BN_EPSILON, BN_MOMENTUM
 
 pytestmark = pytest.mark.cuda
@@ -140,24 +141,25 @@ def test_twins_take_only_float32_device_arrays(cuda):
 
 # ---- convolutions: depthwise, dense (im2col), pointwise (the tiled matrix product) ----
 
-def check_depthwise(cuda, n, h, w, c, k, stride, seed=0):
+def check_depthwise(cuda, n, h, w, c, k, stride, padding, seed=0):
     x, wt = random(n, h, w, c, seed=seed), random(k, k, c, seed=seed + 1)
-    y = run_both(cuda, depthwise.depthwise_conv_forward, x, wt, stride, tolerance=LONG_SUMS_F32)
+    y = run_both(cuda, depthwise.depthwise_conv_forward, x, wt, stride, padding, tolerance=LONG_SUMS_F32)
     dy = random(*y.shape, seed=seed + 2)
-    run_both(cuda, depthwise.depthwise_conv_backward, x, wt, dy, stride, tolerance=TWIN_GRADIENT)
+    run_both(cuda, depthwise.depthwise_conv_backward, x, wt, dy, stride, padding, tolerance=TWIN_GRADIENT)
 
 
-def check_conv2d(cuda, n, h, w, c, k, stride, seed=0):
+def check_conv2d(cuda, n, h, w, c, k, stride, padding, seed=0):
     x, wt = random(n, h, w, c, seed=seed), random(k, k, c, C_OUT, seed=seed + 1)
-    y = run_both(cuda, conv2d.conv2d_forward, x, wt, stride, tolerance=LONG_SUMS_F32)
+    y = run_both(cuda, conv2d.conv2d_forward, x, wt, stride, padding, tolerance=LONG_SUMS_F32)
     dy = random(*y.shape, seed=seed + 2)
-    run_both(cuda, conv2d.conv2d_backward, x, wt, dy, stride, tolerance=TWIN_GRADIENT)
+    run_both(cuda, conv2d.conv2d_backward, x, wt, dy, stride, padding, tolerance=TWIN_GRADIENT)
 
 
+@pytest.mark.parametrize("padding", PADDINGS)
 @pytest.mark.parametrize("check", [check_depthwise, check_conv2d])
 @pytest.mark.parametrize("n, h, w, c, k, stride", WINDOW_SHAPES)
-def test_window_convolutions(cuda, check, n, h, w, c, k, stride):
-    check(cuda, n, h, w, c, k, stride)
+def test_window_convolutions(cuda, check, n, h, w, c, k, stride, padding):
+    check(cuda, n, h, w, c, k, stride, padding)
 
 
 @pytest.mark.parametrize("check", [check_depthwise, check_conv2d])
@@ -169,10 +171,11 @@ def test_window_convolutions(cuda, check, n, h, w, c, k, stride):
     c=st.integers(1, 2),
     k=st.sampled_from([3, 5]),
     stride=st.sampled_from([1, 2]),
+    padding=st.sampled_from(list(PADDINGS)),
     seed=st.integers(0, 1000),
 )
-def test_window_convolutions_on_drawn_shapes(cuda, check, n, h, w, c, k, stride, seed):
-    check(cuda, n, h, w, c, k, stride, seed)
+def test_window_convolutions_on_drawn_shapes(cuda, check, n, h, w, c, k, stride, padding, seed):
+    check(cuda, n, h, w, c, k, stride, padding, seed)
 
 
 # (N, H, W, C_in, C_out): single elements, and sizes that cross the matrix product's TILE boundaries.

@@ -1,5 +1,5 @@
 """One Fused-MBConv block: its forward against a NumPy composition written here, and its gradients against
-central differences, with and without the expansion, the stride and the identity skip."""
+central differences, with and without the expansion, the stride and the identity skip, under either padding rule."""
 
 from dataclasses import replace
 
@@ -18,24 +18,26 @@ CONFIG = ModelConfig(name="tiny", width=1.0, depth=1.0, resolution=5, dropout=0.
 KERNEL, DROP_RATE = 3, 0.5
 shapes = dict(seed=st.integers(0, 2**16), batch=st.integers(1, 4), size=st.integers(1, 6),
               in_channels=st.integers(1, 4), out_channels=st.integers(1, 4), stride=st.sampled_from([1, 2]),
-              expand=st.sampled_from([1, 3]))
+              expand=st.sampled_from([1, 3]), padding=st.sampled_from(["same", "symmetric"]))
 
 
-def block_and_input(seed=0, batch=4, size=5, in_channels=3, out_channels=3, stride=1, expand=3):
+def block_and_input(seed=0, batch=4, size=5, in_channels=3, out_channels=3, stride=1, expand=3, padding="same"):
     """A float64 block in training mode, with drop connect on its skip (when it has one), and an input."""
-    block = FusedMBConv(in_channels, out_channels, KERNEL, stride, expand, DROP_RATE, CONFIG,
+    config = replace(CONFIG, padding=padding)
+    block = FusedMBConv(in_channels, out_channels, KERNEL, stride, expand, DROP_RATE, config,
                         rng=np.random.default_rng(seed), noise_rng=np.random.default_rng(seed + 1),
                         dtype=np.float64).train()
     x = np.random.default_rng(seed + 2).normal(size=(batch, size, size, in_channels))
     return block, x
 
 
-# --- an independent forward: SAME-padded convolution by loops, batch norm and SiLU by their formulas --------
-def conv_same(x, w, stride):
-    """y[n,i,j,d] = Σ x[n, i·s + p − top, j·s + q − left, c]·w[p,q,c,d], zeros outside (TF "SAME")."""
+# --- an independent forward: a padded convolution by loops, batch norm and SiLU by their formulas ----------
+def conv_padded(x, w, stride, padding):
+    """y[n,i,j,d] = Σ x[n, i·s + p − top, j·s + q − left, c]·w[p,q,c,d], zeros outside; top = left is TF "SAME"'s
+    smaller half of the padding, or (k − 1)/2 for "symmetric" (the output size is ceil(size/s) either way)."""
     k, size = w.shape[0], x.shape[1]
     out = -(-size // stride)
-    top = max((out - 1) * stride + k - size, 0) // 2
+    top = max((out - 1) * stride + k - size, 0) // 2 if padding == "same" else (k - 1) // 2
     padded = np.zeros((x.shape[0], size + 2 * k, size + 2 * k, x.shape[3]))
     padded[:, k:k + size, k:k + size] = x
     y = np.zeros((x.shape[0], out, out, w.shape[3]))
@@ -52,13 +54,16 @@ def batch_norm(x, bn, act):
     return y / (1 + np.exp(-y)) if act else y
 
 
-def reference_forward(block, x):
-    """What the module docstring draws, from the block's own parameters and drop-connect mask."""
+def reference_forward(block, x, padding):
+    """What the module docstring draws, from the block's own parameters and drop-connect mask, padded as the
+    config the block was built from says."""
     if hasattr(block, "expand"):
-        h = batch_norm(conv_same(x, block.expand.params["weight"], block.expand.stride), block.expand_bn, True)
+        h = batch_norm(conv_padded(x, block.expand.params["weight"], block.expand.stride, padding), block.expand_bn,
+                       True)
         h = batch_norm(h @ block.project.params["weight"], block.project_bn, False)
     else:
-        h = batch_norm(conv_same(x, block.project.params["weight"], block.project.stride), block.project_bn, True)
+        h = batch_norm(conv_padded(x, block.project.params["weight"], block.project.stride, padding),
+                       block.project_bn, True)
     if not block.has_skip:
         return h
     kept = 1.0 if block.keep is None else block.keep[:, None, None, None]
@@ -67,24 +72,27 @@ def reference_forward(block, x):
 
 @settings(max_examples=10)
 @given(**shapes)
-@example(seed=0, batch=4, size=5, in_channels=3, out_channels=3, stride=1, expand=3)
-@example(seed=0, batch=4, size=5, in_channels=3, out_channels=3, stride=1, expand=1)
+@example(seed=0, batch=4, size=5, in_channels=3, out_channels=3, stride=1, expand=3, padding="same")
+@example(seed=0, batch=4, size=5, in_channels=3, out_channels=3, stride=1, expand=1, padding="same")
+@example(seed=0, batch=2, size=6, in_channels=2, out_channels=3, stride=2, expand=3, padding="symmetric")
 def test_forward_matches_the_composition_of_its_layers(seed, batch, size, in_channels, out_channels, stride,
-                                                       expand):
-    block, x = block_and_input(seed, batch, size, in_channels, out_channels, stride, expand)
+                                                       expand, padding):
+    block, x = block_and_input(seed, batch, size, in_channels, out_channels, stride, expand, padding)
     y = block.forward(x)
     assert y.shape == (batch, -(-size // stride), -(-size // stride), out_channels)
-    np.testing.assert_allclose(y, reference_forward(block, x), **LONG_SUMS_F64)
+    np.testing.assert_allclose(y, reference_forward(block, x, padding), **LONG_SUMS_F64)
 
 
 @settings(max_examples=10)
 @given(**shapes)
-@example(seed=0, batch=4, size=5, in_channels=3, out_channels=3, stride=1, expand=3)
-@example(seed=0, batch=1, size=3, in_channels=1, out_channels=1, stride=1, expand=1)
-def test_block_gradients_match_central_differences(seed, batch, size, in_channels, out_channels, stride, expand):
+@example(seed=0, batch=4, size=5, in_channels=3, out_channels=3, stride=1, expand=3, padding="same")
+@example(seed=0, batch=1, size=3, in_channels=1, out_channels=1, stride=1, expand=1, padding="same")
+@example(seed=0, batch=2, size=4, in_channels=2, out_channels=2, stride=2, expand=1, padding="symmetric")
+def test_block_gradients_match_central_differences(seed, batch, size, in_channels, out_channels, stride, expand,
+                                                   padding):
     """dL/dx and dL/dθ for L = Σ y·dy, every element, with the drop-connect mask held fixed (the noise
     generator is rewound before each forward)."""
-    block, x = block_and_input(seed, batch, size, in_channels, out_channels, stride, expand)
+    block, x = block_and_input(seed, batch, size, in_channels, out_channels, stride, expand, padding)
     assert_block_gradients(block, x, seed)
 
 

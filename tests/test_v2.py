@@ -91,6 +91,18 @@ def test_compound_scaling_of_v2_base():
         config_for_phi(1, family="efficientnetv3")
 
 
+def test_family_chooses_the_base_that_phi_scales():
+    info = json.loads(run("tinyeffnet.summary", "--phi", "0", "--family", "efficientnetv2", "--json").stdout)
+    assert info["family"] == "efficientnetv2" and info["params"] == 5_871_514      # V2-B0, 10 classes
+    info = json.loads(run("tinyeffnet.summary", "--phi", "1", "--json").stdout)
+    assert info["family"] == "efficientnet" and info["name"] == "phi1"
+
+
+def test_family_with_a_variant_is_one_clear_line():
+    result = run("tinyeffnet.summary", "--variant", "v2-s", "--family", "efficientnetv2")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--family is for --phi" in result.stderr
+
+
 def test_the_cifar_stem_keeps_a_two_by_two_head_at_32():
     config = replace(config_for_variant("v2-b0", num_classes=10, resolution=32), stem_stride=1)
     assert min_resolution(config) == 16
@@ -125,9 +137,12 @@ def test_export_refuses_v2_in_one_line(tmp_path):
     assert "Fused-MBConv" in result.stderr and not (tmp_path / "m.safetensors").exists()
 
 
-def test_reading_pytorch_tensors_as_v2_is_refused():
+def test_reading_pytorch_tensors_as_v2_b0_is_refused():
+    from tinyeffnet.safetensors_file import pytorch_names
     from tinyeffnet.torch_names import load_torch_state
-    with pytest.raises(TinyEffNetError, match="no PyTorch export or import yet"):
+    with pytest.raises(TinyEffNetError, match="no PyTorch export or import: torchvision builds EfficientNetV2-S"):
+        pytorch_names(TINY_V2)
+    with pytest.raises(TinyEffNetError, match="no counterpart in EfficientNet-PyTorch"):
         load_torch_state(EfficientNet(TINY_V2), {}, "f.safetensors")
 
 

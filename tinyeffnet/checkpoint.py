@@ -28,6 +28,7 @@ import numpy as np
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.files import atomic_write, check_header
 from tinyeffnet.layers import ACTIVATIONS
+from tinyeffnet.kernels.padding import PADDINGS
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.scaling import FAMILIES, INITS, ModelConfig
 
@@ -135,7 +136,7 @@ def config_from_dict(d, source):
         config = ModelConfig(**d)
         if config.width <= 0 or config.depth <= 0 or config.resolution < 1 or config.num_classes < 1 \
                 or config.stem_stride not in (1, 2) or config.activation not in ACTIVATIONS \
-                or config.family not in FAMILIES or config.init not in INITS:
+                or config.family not in FAMILIES or config.init not in INITS or config.padding not in PADDINGS:
             raise ValueError("out of range")
     except (TypeError, ValueError) as e:
         raise bad(str(e)) from e

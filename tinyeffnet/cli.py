@@ -8,13 +8,14 @@ import sys
 from dataclasses import replace
 
 from tinyeffnet.errors import TinyEffNetError
-from tinyeffnet.scaling import (ALPHA, BETA, CIFAR_RESOLUTION, GAMMA, VARIANTS, ModelConfig, config_for_phi,
-                                config_for_variant)
+from tinyeffnet.scaling import (ALPHA, BETA, CIFAR_RESOLUTION, DEFAULT_FAMILY, GAMMA, VARIANTS, ModelConfig,
+                                config_for_phi, config_for_variant)
 
 EXIT_BAD_INPUT = 2
 PAPER_STEM_STRIDE = ModelConfig.stem_stride      # the paper's stem
 VARIANT_CLASSES = 1000             # ImageNet's, for --variant
 PHI_CLASSES = 10                   # CIFAR-10's, for --phi
+PHI_FAMILIES = {DEFAULT_FAMILY: "B0", "efficientnetv2": "V2-Base, that is V2-B0"}   # --family: the bases --phi scales
 
 
 # --- the parser ------------------------------------------------------------------------------------------------
@@ -102,8 +103,12 @@ def add_model_arguments(parser, classes_default=f"{VARIANT_CLASSES} for --varian
     which = group.add_mutually_exclusive_group()
     which.add_argument("--variant", choices=list(VARIANTS), help="an official variant (faithful architecture)")
     which.add_argument("--phi", type=non_negative_float,
-                       help="compound coefficient φ ≥ 0: B0 scaled by α^φ, β^φ, γ^φ (default: 0, that is B0, "
-                            "when no --variant is given)")
+                       help="compound coefficient φ ≥ 0: the --family's base scaled by α^φ, β^φ, γ^φ (default: 0, the "
+                            "base itself, when no --variant is given)")
+    group.add_argument("--family", choices=list(PHI_FAMILIES),
+                       help="the base network that --phi scales: "
+                            + ", ".join(f"{name} ({base})" for name, base in PHI_FAMILIES.items())
+                            + f"; not with --variant, which names its own (default: {DEFAULT_FAMILY})")
     group.add_argument("--resolution", type=positive_int,
                        help=f"input size (default: the variant's, or {CIFAR_RESOLUTION}·γ^φ for --phi)")
     group.add_argument("--num-classes", type=integer_at_least(2),
@@ -127,11 +132,13 @@ def build_config(args, num_classes=None, base_resolution=CIFAR_RESOLUTION):
     classes = args.num_classes or num_classes
     stem_stride = args.stem_stride or PAPER_STEM_STRIDE
     if args.variant is not None:
+        if args.family is not None:
+            raise TinyEffNetError(f"--family is for --phi: --variant {args.variant} names its own family; drop one")
         config = config_for_variant(args.variant, classes or VARIANT_CLASSES, args.resolution, stem_stride)
     else:
         phi = 0.0 if args.phi is None else args.phi
         config = config_for_phi(phi, base_resolution, classes or PHI_CLASSES, stem_stride, args.alpha, args.beta,
-                                args.gamma)
+                                args.gamma, family=args.family or DEFAULT_FAMILY)
         if args.resolution is not None:
             config = replace(config, resolution=args.resolution)
     for name in ("width", "depth"):

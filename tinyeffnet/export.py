@@ -1,7 +1,8 @@
 """``python -m tinyeffnet.export (--checkpoint PATH | --pretrained NAME) OUT.safetensors``: weights for PyTorch.
 
-Writes a model's weights and batch-norm buffers under EfficientNet-PyTorch's names and in its layouts, so
-that PyTorch loads them with ``load_state_dict(strict=True)`` and computes the same logits.
+Writes a model's weights and batch-norm buffers under the names and in the layouts of its PyTorch counterpart
+(EfficientNet-PyTorch for EfficientNet, torchvision for EfficientNetV2-S, -M and -L), so that PyTorch loads
+them with ``load_state_dict(strict=True)`` and computes the same logits.
 
 The file is described in ``tinyeffnet.safetensors_file``. Every command that takes ``--checkpoint`` reads
 it (``tinyeffnet.weights.open_weights``). A ``.safetensors`` file without tinyeffnet's metadata (saved from
@@ -13,17 +14,24 @@ B0–B7 load into ``efficientnet_pytorch`` 0.7.1, Lite0–4 into ``efficientnet_
 command prints the Python that builds the network (``EfficientNet.from_name(...)``) and loads the file. Pass ``image_size``: it makes the convolutions pad
 like TensorFlow's "SAME" for that size, as tinyeffnet's do. A network with the CIFAR stem (stride 1) has
 no counterpart there: its tensors load, but PyTorch's stem strides by 2, so the logits differ.
+
+V2-S, -M and -L load into torchvision's ``efficientnet_v2_s``, ``_m``, ``_l`` (``num_classes=K``; torchvision has
+no V2-B0–B3 or XL, which are refused). Those pad every convolution by (k − 1)/2 on each side, as tinyeffnet's V2
+variants do (``kernels/padding.py``'s "symmetric"); a V2 network of another width or depth, or with the CIFAR stem
+or "same" padding, has no torchvision counterpart: its tensors carry over where the shapes agree, its logits not.
 """
 
 import sys
 
 from tinyeffnet.checkpoint import SAFETENSORS_SUFFIX, checkpoint_path
-from tinyeffnet.cli import make_parser, run_cli
+from tinyeffnet.cli import PAPER_STEM_STRIDE, make_parser, run_cli
 from tinyeffnet.errors import TinyEffNetError
+from tinyeffnet.kernels.padding import SYMMETRIC
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.pretrained import AVAILABLE, PREPROCESS, imagenet_classes, load_pretrained
 from tinyeffnet.safetensors_file import save_safetensors
 from tinyeffnet.scaling import BN_EPSILON, VARIANTS
+from tinyeffnet.torchvision_names import TORCHVISION_BUILDERS
 from tinyeffnet.weights import open_weights
 
 PYTORCH_PACKAGES = {   # (squeeze-and-excitation, activation, fixed stem and head) → package, variant prefix
@@ -39,8 +47,20 @@ def pytorch_family(config):
     return family if config.stem_stride == 2 else None
 
 
+def torchvision_call(config):
+    """The torchvision call that builds the same V2-S, -M or -L network, or None where there is none (another
+    width or depth, the CIFAR stem, "same" padding, another ε: torchvision's V2 is fixed but for its classes)."""
+    built = (config.width, config.depth, config.stem_stride, config.padding, config.bn_epsilon)
+    if built != (1.0, 1.0, PAPER_STEM_STRIDE, SYMMETRIC, BN_EPSILON):
+        return None
+    return f"torchvision.models.{TORCHVISION_BUILDERS[config.family]}(num_classes={config.num_classes})"
+
+
 def pytorch_call(config):
-    """The EfficientNet-PyTorch call that builds the same network, or None where there is none."""
+    """The call (EfficientNet-PyTorch's, or torchvision's for V2) that builds the same network, or None where
+    there is none."""
+    if config.family in TORCHVISION_BUILDERS:
+        return torchvision_call(config)
     family = pytorch_family(config)
     if family is None:
         return None
@@ -61,7 +81,7 @@ def pytorch_snippet(config, path):
     call = pytorch_call(config)
     if call is None:
         return None
-    package, _ = pytorch_family(config)
+    package = call.split(".", 1)[0]
     return "\n".join(["import safetensors.torch",
                       f"import {package}",
                       "",
@@ -103,12 +123,18 @@ def main(argv=None):
     model, training = load_source(args)
     save_safetensors(args.out, model, training)
     config = model.config
+    torchvision = config.family in TORCHVISION_BUILDERS
+    library = "torchvision" if torchvision else "EfficientNet-PyTorch"
     print(f"wrote {args.out}: {len(model.state_dict())} tensors of {config.name} ({model.num_parameters():,} "
-          "parameters) under EfficientNet-PyTorch's names and layouts")
+          f"parameters) under {library}'s names and layouts")
     snippet = pytorch_snippet(config, args.out)
     if snippet is None:
-        print(f"note: EfficientNet-PyTorch builds no network like this one (stem stride {config.stem_stride}, "
-              f"{config.activation}, squeeze-and-excitation {config.se}): the tensors load into the nearest "
+        if torchvision:
+            built = (f"width {config.width:g}, depth {config.depth:g}, stem stride {config.stem_stride}, "
+                     f"padding {config.padding}")
+        else:
+            built = f"stem stride {config.stem_stride}, {config.activation}, squeeze-and-excitation {config.se}"
+        print(f"note: {library} builds no network like this one ({built}): the tensors load into the nearest "
               "variant, but its logits will differ")
     else:
         print(f"in PyTorch:\n{snippet}")

@@ -37,12 +37,12 @@ class FusedMBConv(ResidualBlock):
         bn = dict(momentum=config.bn_momentum, epsilon=config.bn_epsilon, dtype=dtype)
         if expand != 1:
             mid = in_channels * expand
-            self.expand = Conv2d(in_channels, mid, kernel, stride, rng, dtype)
+            self.expand = Conv2d(in_channels, mid, kernel, stride, rng, dtype, config.padding)
             self.expand_bn = BatchNorm(mid, activation=config.activation, **bn)
             self.project = PointwiseConv2d(mid, out_channels, rng, dtype)
             self.project_bn = BatchNorm(out_channels, **bn)
         else:
-            self.project = Conv2d(in_channels, out_channels, kernel, stride, rng, dtype)
+            self.project = Conv2d(in_channels, out_channels, kernel, stride, rng, dtype, config.padding)
             self.project_bn = BatchNorm(out_channels, activation=config.activation, **bn)
 
     @classmethod

@@ -22,6 +22,7 @@ import numpy as np
 
 from tinyeffnet.backend import CPU, backend
 from tinyeffnet.kernels import dropout
+from tinyeffnet.kernels.padding import SAME
 
 
 class Layer:
@@ -133,21 +134,23 @@ def conv_init(rng, shape, fan_out, dtype):
 
 
 class Conv2d(Layer):
-    """Dense k×k convolution, no bias (the stem). weight: (k, k, C_in, C_out)."""
+    """Dense k×k convolution, no bias (the stem, Fused-MBConv). weight: (k, k, C_in, C_out); ``padding`` is the
+    rule of ``kernels/padding.py`` ("same", TensorFlow's, or "symmetric", PyTorch's (k − 1)/2)."""
 
-    def __init__(self, in_channels, out_channels, kernel, stride, rng, dtype=np.float32):
+    def __init__(self, in_channels, out_channels, kernel, stride, rng, dtype=np.float32, padding=SAME):
         super().__init__()
-        self.stride = stride
+        self.stride, self.padding = stride, padding
         self.add_param("weight", conv_init(rng, (kernel, kernel, in_channels, out_channels),
                                            kernel * kernel * out_channels, dtype))
 
     def forward(self, x):
         if self.training:
             self.x = x
-        return self.backend.conv2d.conv2d_forward(x, self.params["weight"], self.stride)
+        return self.backend.conv2d.conv2d_forward(x, self.params["weight"], self.stride, self.padding)
 
     def backward(self, dy):
-        dx, dw = self.backend.conv2d.conv2d_backward(self.release("x"), self.params["weight"], dy, self.stride)
+        dx, dw = self.backend.conv2d.conv2d_backward(self.release("x"), self.params["weight"], dy, self.stride,
+                                                     self.padding)
         self.accumulate("weight", dw)
         return dx
 
@@ -157,21 +160,21 @@ class Conv2d(Layer):
 
 
 class DepthwiseConv2d(Layer):
-    """Depthwise k×k convolution: each channel its own filter. weight: (k, k, C)."""
+    """Depthwise k×k convolution: each channel its own filter. weight: (k, k, C); ``padding`` as ``Conv2d``'s."""
 
-    def __init__(self, channels, kernel, stride, rng, dtype=np.float32):
+    def __init__(self, channels, kernel, stride, rng, dtype=np.float32, padding=SAME):
         super().__init__()
-        self.stride = stride
+        self.stride, self.padding = stride, padding
         self.add_param("weight", conv_init(rng, (kernel, kernel, channels), kernel * kernel, dtype))
 
     def forward(self, x):
         if self.training:
             self.x = x
-        return self.backend.depthwise.depthwise_conv_forward(x, self.params["weight"], self.stride)
+        return self.backend.depthwise.depthwise_conv_forward(x, self.params["weight"], self.stride, self.padding)
 
     def backward(self, dy):
         dx, dw = self.backend.depthwise.depthwise_conv_backward(self.release("x"), self.params["weight"], dy,
-                                                                self.stride)
+                                                                self.stride, self.padding)
         self.accumulate("weight", dw)
         return dx
 

@@ -28,7 +28,7 @@ class MBConv(ResidualBlock):
         if expand != 1:
             self.expand = PointwiseConv2d(in_channels, mid, rng, dtype)
             self.expand_bn = BatchNorm(mid, activation=config.activation, **bn)
-        self.depthwise = DepthwiseConv2d(mid, kernel, stride, rng, dtype)
+        self.depthwise = DepthwiseConv2d(mid, kernel, stride, rng, dtype, config.padding)
         self.depthwise_bn = BatchNorm(mid, activation=config.activation, **bn)
         if se_ratio > 0:
             self.se = SqueezeExcite(mid, max(1, int(in_channels * se_ratio)), config.activation, rng, dtype)

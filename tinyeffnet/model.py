@@ -74,7 +74,8 @@ class EfficientNet(Layer):
         self.noise_rng = np.random.default_rng(noise_seed)   # dropout and drop connect draw from here
         bn = dict(momentum=config.bn_momentum, epsilon=config.bn_epsilon, activation=config.activation, dtype=dtype)
 
-        self.stem = Conv2d(IMAGE_CHANNELS, config.stem_channels, STEM_KERNEL, config.stem_stride, rng, dtype)
+        self.stem = Conv2d(IMAGE_CHANNELS, config.stem_channels, STEM_KERNEL, config.stem_stride, rng, dtype,
+                           config.padding)
         self.stem_bn = BatchNorm(config.stem_channels, **bn)
 
         plan = [(s, i) for s in config.stages() for i in range(s.repeats)]

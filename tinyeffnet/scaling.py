@@ -23,10 +23,18 @@ scales either base by φ (``family="efficientnetv2"`` for V2-Base).
 Channels are rounded to a multiple of ``CHANNEL_DIVISOR``; EfficientNet (V1) never goes below 90 % of the
 scaled value (``ROUND_LIMIT``), V2 drops that rule (``V2_ROUND_LIMIT``: V2-B3's first stage, 16·1.2 =
 19.2, is 16 channels, not V1's 24). Repeats are rounded up, as in the reference implementations.
+
+The padding rule of every k×k convolution (``kernels/padding.py``) is part of the family too: EfficientNet
+pads as TensorFlow's "SAME" (``"same"``), the rule its weights were trained with; the V2 families pad (k − 1)/2
+on each side (``"symmetric"``), as torchvision's ``efficientnet_v2_*``, so that its weights carry over
+(``tinyeffnet.torchvision_names``). automl's own V2 and timm's ``tf_efficientnetv2_*`` pad as "same"; with
+stride 2 on an even size the two rules shift every window by one pixel.
 """
 
 import math
 from dataclasses import dataclass, replace
+
+from tinyeffnet.kernels.padding import SAME, SYMMETRIC
 
 # --- constants of the architecture (each defined once) -------------------------------------------------
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15   # depth, width, resolution bases found by the paper's grid search
@@ -118,18 +126,19 @@ V2_XL_STAGES = (
 @dataclass(frozen=True)
 class Family:
     """A base network that width and depth scale: its stage table, the final 1×1 convolution's width, how
-    its channel counts round (``round_filters``) and its batch-norm momentum."""
+    its channel counts round (``round_filters``), its batch-norm momentum and its padding rule."""
     stages: tuple
     head_channels: int
     round_limit: float = ROUND_LIMIT
     bn_momentum: float = BN_MOMENTUM
+    padding: str = SAME
 
     @property
     def stem_channels(self):
         return self.stages[0].in_channels
 
 
-V2_RULES = dict(round_limit=V2_ROUND_LIMIT, bn_momentum=V2_BN_MOMENTUM)   # every V2 family rounds and normalises so
+V2_RULES = dict(round_limit=V2_ROUND_LIMIT, bn_momentum=V2_BN_MOMENTUM, padding=SYMMETRIC)   # every V2 family's rules
 FAMILIES = {
     "efficientnet": Family(B0_STAGES, head_channels=1280),
     "efficientnetv2": Family(V2_BASE_STAGES, head_channels=1280, **V2_RULES),
@@ -219,6 +228,7 @@ class ModelConfig:
     bn_epsilon: float = BN_EPSILON
     family: str = DEFAULT_FAMILY
     init: str = DEFAULT_INIT          # one of INITS (model.initialise); configs saved before it load as "stable"
+    padding: str = SAME               # kernels/padding.py's; a config saved before it loads as "same", its rule then
 
     @property
     def base(self):
@@ -277,13 +287,13 @@ def config_for_variant(name, num_classes=1000, resolution=None, stem_stride=2):
     return ModelConfig(name=name, width=v.width, depth=v.depth, resolution=resolution or v.resolution,
                        dropout=v.dropout, num_classes=num_classes, se=v.se, activation=v.activation,
                        fixed_stem_head=v.fixed_stem_head, stem_stride=stem_stride,
-                       bn_momentum=FAMILIES[v.family].bn_momentum, family=v.family)
+                       bn_momentum=FAMILIES[v.family].bn_momentum, family=v.family, padding=FAMILIES[v.family].padding)
 
 
 def config_for_phi(phi, base_resolution=CIFAR_RESOLUTION, num_classes=10, stem_stride=2,
                    alpha=ALPHA, beta=BETA, gamma=GAMMA, dropout=None, family=DEFAULT_FAMILY):
     """Continuous compound scaling of a family's base by φ from ``base_resolution`` (32 for CIFAR): B0 by
-    default, V2-Base (V2-B0) with ``family="efficientnetv2"``, which keeps V2's rounding and batch norm.
+    default, V2-Base (V2-B0) with ``family="efficientnetv2"``, which keeps V2's rounding, batch norm and padding.
 
     Dropout follows the official table's trend: 0.2 at φ = 0 rising by 0.05 per unit of φ, capped at 0.5.
     The name is ``phi1.5`` for B0's family, ``efficientnetv2-phi1.5`` for another."""
@@ -296,4 +306,4 @@ def config_for_phi(phi, base_resolution=CIFAR_RESOLUTION, num_classes=10, stem_s
     return ModelConfig(name=name, width=width, depth=depth,
                        resolution=scaled_resolution(base_resolution, res), dropout=dropout,
                        num_classes=num_classes, stem_stride=stem_stride,
-                       bn_momentum=FAMILIES[family].bn_momentum, family=family)
+                       bn_momentum=FAMILIES[family].bn_momentum, family=family, padding=FAMILIES[family].padding)

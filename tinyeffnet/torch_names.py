@@ -11,8 +11,9 @@ writing PyTorch-loadable files (``tinyeffnet.export``).
 adds the rows of the layers it names differently (the SE and projection layers are shared).
 
 EfficientNet-PyTorch builds EfficientNet (B0–B7, Lite0–4) only: ``require_counterpart`` refuses a model of
-another family (EfficientNetV2, whose PyTorch counterpart would be torchvision's, with other names and
-padding) in one line, before any of its tensors is renamed.
+another family in one line, before any of its tensors is renamed. EfficientNetV2-S, -M and -L go to torchvision
+instead, under other names (``tinyeffnet.torchvision_names``) but in these layouts: ``to_torch_state`` and
+``load_torch_state`` take its name map in place of ``counterpart``.
 """
 
 from collections.abc import Callable
@@ -65,9 +66,8 @@ def require_counterpart(config):
     """Raise a TinyEffNetError unless EfficientNet-PyTorch builds ``config``'s network (its family)."""
     if config.family not in PYTORCH_FAMILIES:
         raise TinyEffNetError(
-            f"{config.name} ({config.family}) has no PyTorch export or import yet: tinyeffnet.torch_names maps "
-            "EfficientNet-PyTorch's B0–B7 and Lite0–4 only, not EfficientNetV2's Fused-MBConv blocks to "
-            "torchvision's efficientnet_v2 names and padding; keep the .npz checkpoint")
+            f"{config.name} ({config.family}) has no counterpart in EfficientNet-PyTorch, which builds B0–B7 and "
+            "Lite0–4 only (EfficientNetV2-S, -M and -L go to torchvision: tinyeffnet.torchvision_names)")
 
 
 def counterpart(name):
@@ -86,24 +86,30 @@ def counterpart(name):
     return f"{prefix}{module}.{layout.torch_params.get(param, param)}", layout if param == "weight" else AS_IS
 
 
-def to_torch_state(state):
-    """{tinyeffnet name: array} → {EfficientNet-PyTorch name: a C-contiguous copy in PyTorch's layout}."""
+def to_torch_state(state, names=counterpart):
+    """{tinyeffnet name: array} → {EfficientNet-PyTorch name: a C-contiguous copy in PyTorch's layout}.
+
+    ``names`` maps a name to its counterpart and layout: EfficientNet-PyTorch's ``counterpart``, or torchvision's
+    for a V2 model (``torchvision_names.counterparts(config)``)."""
     torch_state = {}
     for name, value in state.items():
-        torch_name, layout = counterpart(name)
+        torch_name, layout = names(name)
         torch_state[torch_name] = np.array(layout.to_torch(value), order="C")
     return torch_state
 
 
-def load_torch_state(model, torch_state, source):
+def load_torch_state(model, torch_state, source, names=None):
     """Load {EfficientNet-PyTorch name: array} into ``model``, converting names and layouts.
 
     Every tensor of the model must be there with PyTorch's shape for it, and nothing else; otherwise a
-    ``TinyEffNetError`` names the first that is not, in the file's own names."""
-    require_counterpart(model.config)
+    ``TinyEffNetError`` names the first that is not, in the file's own names. ``names`` as in ``to_torch_state``;
+    None means EfficientNet-PyTorch's, for a model of its family (``require_counterpart``)."""
+    if names is None:
+        require_counterpart(model.config)
+        names = counterpart
     state, known, arch = {}, set(), model.config.name
     for name, value in model.state_dict().items():
-        torch_name, layout = counterpart(name)
+        torch_name, layout = names(name)
         known.add(torch_name)
         expected = layout.to_torch(value).shape
         if torch_name not in torch_state:

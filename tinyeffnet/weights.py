@@ -1,8 +1,9 @@
 """One door for every weights file: ``open_weights(path)`` reads it by its name, whatever its format.
 
     name ends in     format                                          read by
-    .safetensors     EfficientNet-PyTorch tensors + tinyeffnet's     ``safetensors_file.read_model``
-                     metadata (``python -m tinyeffnet.export``)
+    .safetensors     EfficientNet-PyTorch's (V2: torchvision's)      ``safetensors_file.read_model``
+                     tensors + tinyeffnet's metadata
+                     (``python -m tinyeffnet.export``)
     .pth             legacy ``torch.save`` of EfficientNet-PyTorch   ``pretrained.load_legacy_torch``
                      tensors (before PyTorch 1.6)
     anything else    a tinyeffnet ``.npz`` checkpoint                ``checkpoint.load_checkpoint``

@@ -1,6 +1,6 @@
 """CUDA twin of ``depthwise.py``: the depthwise k×k convolution on device arrays.
 
-Same functions, arguments, shapes and SAME padding as the CPU file (read it for the formulas)::
+Same functions, arguments, shapes and padding rules as the CPU file (read it for the formulas)::
 
     y[n, i, j, c]  = Σ_{p,q} x[n, i·s + p − pad_top, j·s + q − pad_left, c] · w[p, q, c]
     dx[n, h, v, c] = Σ_{p,q} dy[n, i, j, c] · w[p, q, c]     over the windows (i, j) whose tap (p, q) is (h, v)
@@ -23,7 +23,7 @@ from numba import cuda
 
 from .._checks import check_device_array
 from ..depthwise import _checked
-from ..padding import check_window_gradient, same_geometry
+from ..padding import SAME, check_window_gradient, window_geometry
 from ._device import THREADS_PER_BLOCK, block_sum, blocks_for, split_index
 
 
@@ -101,25 +101,25 @@ def _weight_gradient_kernel(x, dy, stride, pad_top, pad_left, dw):
         dw[p, q, c] = total
 
 
-def depthwise_conv_forward(x, w, stride):
-    """Depthwise convolution ``y = x ⊛ w`` with SAME padding.
+def depthwise_conv_forward(x, w, stride, padding=SAME):
+    """Depthwise convolution ``y = x ⊛ w`` with the padding rule ``padding`` ("same" or "symmetric").
 
     x: (N, H, W, C) float32 device array, w: (k, k, C) device array, stride 1 or 2.
     Returns y: (N, ceil(H/s), ceil(W/s), C)."""
-    x, w = _checked(x, w, stride, check_device_array)
-    out_h, pad_top, out_w, pad_left = same_geometry(x, w.shape[0], stride)
+    x, w = _checked(x, w, stride, padding, check_device_array)
+    out_h, pad_top, out_w, pad_left = window_geometry(x, w.shape[0], stride, padding)
     y = cuda.device_array((x.shape[0], out_h, out_w, x.shape[3]), x.dtype)
     _forward_kernel[blocks_for(y.size), THREADS_PER_BLOCK](x, w, int(stride), pad_top, pad_left, y)
     return y
 
 
-def depthwise_conv_backward(x, w, dy, stride):
-    """Gradients of ``L = Σ y·dy`` for ``y = depthwise_conv_forward(x, w, stride)``.
+def depthwise_conv_backward(x, w, dy, stride, padding=SAME):
+    """Gradients of ``L = Σ y·dy`` for ``y = depthwise_conv_forward(x, w, stride, padding)``.
 
     dy: the forward output's shape. Returns ``(dx, dw)`` shaped like ``x`` and ``w``."""
-    x, w = _checked(x, w, stride, check_device_array)
-    dy = check_window_gradient(x, w, dy, stride, check_device_array)
-    _, pad_top, _, pad_left = same_geometry(x, w.shape[0], stride)
+    x, w = _checked(x, w, stride, padding, check_device_array)
+    dy = check_window_gradient(x, w, dy, stride, padding, check_device_array)
+    _, pad_top, _, pad_left = window_geometry(x, w.shape[0], stride, padding)
     dx = cuda.device_array_like(x)
     dw = cuda.device_array_like(w)
     _input_gradient_kernel[blocks_for(dx.size), THREADS_PER_BLOCK](w, dy, int(stride), pad_top, pad_left, dx)

@@ -136,6 +136,7 @@ def test_sweep_table_as_text():
     (["--sweep", "--batches", "32,"], "argument --batches: must be comma-separated whole numbers ≥ 1"),
     (["--sweep", "--resolutions", "16"], "b0 needs images of at least 32×32 (its output stride), got 16"),
     (["--sweep", "--kernels"], "--sweep, --kernels and --ranks are separate benchmarks"),
+    (["--kernels", "--models", "b2"], "--kernels and --ranks measure fixed B0 (and V2-B0) shapes"),
 ])
 def test_bad_sweep_options_are_one_clear_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -100,7 +100,7 @@ def test_a_two_stage_run_trains_at_each_size_and_evaluates_at_the_final_one(tmp_
         steps.append((x.shape[1], model.dropout.rate))
         return train_step(model, optimizer, x, *args, **kwargs)
 
-    def spy_batch(data, seed, epoch, index, batch_size, magnitude, mixup_alpha, crop_pad):
+    def spy_batch(data, seed, epoch, index, batch_size, magnitude=0.0, mixup_alpha=0.0, crop_pad=datasets.CROP_PAD):
         strengths.add((data.train_images.shape[1], magnitude, mixup_alpha))
         return augmented_batch(data, seed, epoch, index, batch_size, magnitude, mixup_alpha, crop_pad)
 
@@ -124,14 +124,17 @@ def test_a_two_stage_run_trains_at_each_size_and_evaluates_at_the_final_one(tmp_
     out = tmp_path / "run"
     assert train.main([*TINY, *CIFAR_STEM, "--epochs", "2", "--progressive", "--stages", "2", "--mixup-range", "0",
                        "0.4", "--out", str(out)]) == 0
-    timing, trained = steps[:4], steps[4:]                   # two timed steps in each stage, then 4 steps an epoch
-    assert [size for size, _ in timing] == [16, 16, 32, 32]
+    timing, trained = steps[:4], steps[4:]                   # two timed steps in each stage (the last stage first),
+    assert [size for size, _ in timing] == [32, 32, 16, 16]  # then 4 steps an epoch
     assert trained == [(16, 0.1)] * 4 + [(32, 0.3)] * 4
-    assert strengths == {(16, 5, 0), (32, 15, 0.4)}          # RandAugment and Mixup of each stage
+    # RandAugment and Mixup of each stage; and batch norm's recalibration before each evaluation of this short run,
+    # on batches at the final size without either
+    assert strengths == {(16, 5, 0), (32, 15, 0.4), (32, 0.0, 0.0)}
     assert pads == {(16, 2), (32, 4)}                        # the crop's ±4 pixels at 32, the same fraction at 16
     assert evaluated == [32, 32]
-    # prepare_dataset: the training and test images at the model's resolution; then once per stage, never per batch
-    assert resized == [(256, 32), (64, 32), (256, 16), (256, 32), (256, 16), (256, 32)]
+    # prepare_dataset: the training and test images at the model's resolution; then the estimate times the stages
+    # last to first, leaving the first stage's images cached for training, which resizes once per stage after that
+    assert resized == [(256, 32), (64, 32), (256, 32), (256, 16), (256, 32)]
     rows = metrics(out)
     assert [(r["stage"], r["image_size"]) for r in rows] == [(1, 16), (2, 32)]
     text = capsys.readouterr().out

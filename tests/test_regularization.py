@@ -2,7 +2,6 @@
 on soft targets, the flags, and one epoch end to end. Training runs go through ``train.main`` in this process,
 on the synthetic set with a tiny network."""
 
-import argparse
 import json
 import signal
 
@@ -88,20 +87,6 @@ def test_a_step_on_one_hot_targets_is_the_step_on_labels_and_a_mixed_one_is_not(
     for name, p in labels.items():
         np.testing.assert_array_equal(one_hot[name], p, err_msg=name)
     assert any(not np.array_equal(mixed[name], p) for name, p in labels.items())
-
-
-def test_a_run_saved_before_the_flags_trains_without_randaugment_or_mixup(data):
-    args = train.parse_args(TINY)
-    args.lr = train.DEFAULT_LR
-    old = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("randaugment", "mixup")})
-    config = build_config(args, num_classes=K)
-    trainer = engine.Trainer(old, config, data, EfficientNet(config, args.seed), "unused")
-    assert trainer.regularization(0) == (0.0, 0.0)
-    x, y, targets = trainer.batch(EPOCH, INDEX)
-    want_x, want_y, _ = engine.augmented_batch(data, args.seed, EPOCH, INDEX, args.batch_size)
-    np.testing.assert_array_equal(x, want_x)
-    np.testing.assert_array_equal(y, want_y)
-    assert targets is None
 
 
 def test_the_trainer_reads_its_regularization_from_the_flags(data):

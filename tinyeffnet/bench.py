@@ -86,7 +86,7 @@ from tinyeffnet.cli import (PAPER_STEM_STRIDE, integer_at_least, make_parser, mi
                             positive_int)
 from tinyeffnet.kernels.conv2d import conv2d_backward, conv2d_forward
 from tinyeffnet.kernels.depthwise import depthwise_conv_backward, depthwise_conv_forward
-from tinyeffnet.kernels.padding import same_padding
+from tinyeffnet.kernels.padding import PADDINGS, SAME, SYMMETRIC
 from tinyeffnet.kernels.pointwise import pointwise_conv_backward, pointwise_conv_forward
 from tinyeffnet.scaling import VARIANTS, config_for_variant
 from tinyeffnet.train import DEFAULT_BATCH_SIZE, DEFAULT_LABEL_SMOOTHING, DEFAULT_MOMENTUM, DEFAULT_WEIGHT_DECAY
@@ -136,14 +136,15 @@ def _normal(rng, shape):
     return rng.standard_normal(shape, dtype=DTYPE)
 
 
-def _window_case(name, forward, backward, size, c_in, w_shape, c_out, stride):
-    """A k×k convolution row (depthwise or dense) on a (BATCH, size, size, c_in) input."""
-    out = same_padding(size, w_shape[0], stride)[0]
+def _window_case(name, forward, backward, size, c_in, w_shape, c_out, stride, padding=SAME):
+    """A k×k convolution row (depthwise or dense) on a (BATCH, size, size, c_in) input, padded by ``padding``'s
+    rule (``kernels/padding.py``: V1's TensorFlow SAME, or V2's symmetric)."""
+    out = PADDINGS[padding](size, w_shape[0], stride)[0]
     x_shape, y_shape = (BATCH, size, size, c_in), (BATCH, out, out, c_out)
 
     def setup(rng):
         x, w, dy = _normal(rng, x_shape), _normal(rng, w_shape), _normal(rng, y_shape)
-        return (lambda: forward(x, w, stride)), (lambda: backward(x, w, dy, stride))
+        return (lambda: forward(x, w, stride, padding)), (lambda: backward(x, w, dy, stride, padding))
 
     multiply_adds = int(np.prod(y_shape)) * int(np.prod(w_shape)) // c_out
     return KernelCase(name, x_shape, setup, 2 * multiply_adds, 4 * multiply_adds)
@@ -154,8 +155,9 @@ def depthwise_case(name, size, channels, k, stride):
     return _window_case(name, depthwise_conv_forward, depthwise_conv_backward, size, channels, w_shape, channels, stride)
 
 
-def conv2d_case(name, size, c_in, c_out, k, stride):
-    return _window_case(name, conv2d_forward, conv2d_backward, size, c_in, (k, k, c_in, c_out), c_out, stride)
+def conv2d_case(name, size, c_in, c_out, k, stride, padding=SAME):
+    return _window_case(name, conv2d_forward, conv2d_backward, size, c_in, (k, k, c_in, c_out), c_out, stride,
+                        padding)
 
 
 def pointwise_case(name, size, c_in, c_out):
@@ -181,12 +183,13 @@ KERNEL_CASES = [
     pointwise_case("pointwise 96→24 at 16×16", 16, 96, 24),
     pointwise_case("pointwise 144→24 (stage 2 project)", 8, 144, 24),
     pointwise_case("pointwise 320→1280 (head)", 1, 320, 1280),
-    # V2-B0's Fused-MBConv stages at a 32×32 input: the dense k×k convolution (expansion e: C_in → C_in·e)
-    conv2d_case("fused 3×3 s1, 32→16 (V2 stage 1, e = 1)", 16, 32, 16, 3, 1),
-    conv2d_case("fused 3×3 s2, 16→64 (V2 stage 2 expand)", 16, 16, 64, 3, 2),
-    conv2d_case("fused 3×3 s1, 32→128 (V2 stage 2, repeat)", 8, 32, 128, 3, 1),
-    conv2d_case("fused 3×3 s2, 32→128 (V2 stage 3 expand)", 8, 32, 128, 3, 2),
-    conv2d_case("fused 3×3 s1, 48→192 (V2 stage 3, repeat)", 4, 48, 192, 3, 1),
+    # V2-B0's Fused-MBConv stages at a 32×32 input: the dense k×k convolution (expansion e: C_in → C_in·e),
+    # padded symmetrically as V2 is
+    conv2d_case("fused 3×3 s1, 32→16 (V2 stage 1, e = 1)", 16, 32, 16, 3, 1, SYMMETRIC),
+    conv2d_case("fused 3×3 s2, 16→64 (V2 stage 2 expand)", 16, 16, 64, 3, 2, SYMMETRIC),
+    conv2d_case("fused 3×3 s1, 32→128 (V2 stage 2, repeat)", 8, 32, 128, 3, 1, SYMMETRIC),
+    conv2d_case("fused 3×3 s2, 32→128 (V2 stage 3 expand)", 8, 32, 128, 3, 2, SYMMETRIC),
+    conv2d_case("fused 3×3 s1, 48→192 (V2 stage 3, repeat)", 4, 48, 192, 3, 1, SYMMETRIC),
 ]
 
 
@@ -650,6 +653,9 @@ def main(argv=None):
         parser.error("--resolutions, --batches and --plot are the size sweep's: add --sweep")
     if args.sweep and (args.kernels or args.ranks is not None):
         parser.error("--sweep, --kernels and --ranks are separate benchmarks: choose one")
+    if args.models and (args.kernels or args.ranks is not None):
+        parser.error("--kernels and --ranks measure fixed B0 (and V2-B0) shapes: leave out --models, or use it "
+                     "without them")
     for variant in models:
         for resolution in resolutions if args.sweep else (RESOLUTION,):
             minimum = min_resolution(bench_config(variant, resolution))

@@ -23,6 +23,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from tinyeffnet.errors import TinyEffNetError
+from tinyeffnet.files import outermost_missing
 
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 30
@@ -33,7 +34,7 @@ def download_and_extract(url, md5, data_dir, folder):
     ``data_dir``. Returns ``data_dir / folder``. Nothing is left in ``data_dir`` if any step fails, and a
     ``data_dir`` (or parent) that this call had to create is removed again."""
     data_dir = Path(data_dir)
-    created = _outermost_missing(data_dir)
+    created = outermost_missing(data_dir)
     try:
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
@@ -51,17 +52,6 @@ def download_and_extract(url, md5, data_dir, folder):
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         raise
-
-
-def _outermost_missing(path):
-    """The outermost of ``path`` and its parents that does not exist yet (what ``mkdir(parents=True)`` would
-    create first), or None if ``path`` exists."""
-    missing = None
-    for folder in (path, *path.parents):
-        if folder.exists():
-            return missing
-        missing = folder
-    return missing
 
 
 def download_file(url, path, md5):

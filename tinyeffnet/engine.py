@@ -343,11 +343,11 @@ class Trainer:
 
     def regularization(self, epoch):
         """(RandAugment magnitude, Mixup α) for epoch ``epoch``: with a plan its stage's; else --randaugment and
-        --mixup, the same every epoch (0: off; a run saved before these flags existed has neither)."""
+        --mixup, the same every epoch (0: off)."""
         if self.plan is not None:
             stage = self.stage(epoch)
             return stage.magnitude, stage.mixup_alpha
-        return getattr(self.args, "randaugment", 0.0), getattr(self.args, "mixup", 0.0)
+        return self.args.randaugment, self.args.mixup
 
     def batch(self, epoch, index):
         """Batch ``index`` of epoch ``epoch``: ``(x, y, targets)``, images (B, H, W, 3) augmented and normalised,
@@ -430,11 +430,17 @@ class Trainer:
     def test(self, tta=False):
         """(loss, accuracy) of the model as it stands on the test set in eval mode, with or without ``tta``
         (``engine.logits``), after recalibrating batch norm in a short run; with several processes each scores
-        its rows of the test set (and recalibrates on its rows of the batches)."""
+        its rows of the test set (and recalibrates on its rows of the batches).
+
+        Recalibration sees the epoch's batches as the test set will be seen: at the model's resolution, cropped
+        and flipped only (no stage's smaller size, no RandAugment, no Mixup's blends, whose variance is smaller);
+        without those options these are exactly the batches trained on."""
         if self.needs_recalibration():         # each process on its rows of the batches, then averaged
             count = min(RECALIBRATION_BATCHES, self.steps_per_epoch)
-            recalibrate_batchnorm(self.model, (self.world.shard(self.batch(self.state.epoch, i)[0])
-                                               for i in range(count)))
+            batches = (augmented_batch(self.data, self.args.seed, self.state.epoch, i, self.args.batch_size)[0]
+                       for i in range(count))
+            recalibrate_batchnorm(self.model, (self.world.shard(x.astype(self.model.dtype, copy=False))
+                                               for x in batches))
             begin, end = self.world.share(0, self.args.batch_size)
             self.world.average_statistics(self.model.named_buffers(), end - begin)
         images, labels = self.world.shard(self.data.test_images), self.world.shard(self.data.test_labels)

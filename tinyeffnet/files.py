@@ -12,6 +12,15 @@ from tinyeffnet.errors import TinyEffNetError
 FILE_MODE = 0o666                                   # before the umask, as open() would create the file
 
 
+def outermost_missing(path):
+    """The outermost folder of ``path`` that does not exist yet (None if ``path`` exists): what
+    ``os.makedirs(path)`` creates, and what a failed command removes again."""
+    missing, parent = None, os.path.abspath(path)
+    while not os.path.exists(parent):
+        missing, parent = parent, os.path.dirname(parent)
+    return missing
+
+
 def current_umask():
     mask = os.umask(0)
     os.umask(mask)

@@ -23,7 +23,7 @@ first keeps Table 6's proportion, 128/300 of it (13.7 pixels of 32), rounded to 
 but never below the network's output stride (``cli.min_resolution``: 16 with the CIFAR stem, 32 with the paper's,
 when every stage trains at 32 and only the regularization grows). The sizes between the first and the last are
 rounded to the nearest multiple of ``SIZE_MULTIPLE`` = 4: the network takes any size from its output stride up
-(SAME padding), and at 32×32 a step of 8 would leave only 16, 24 and 32. The training images of a stage are the
+(either padding rule gives ⌈H/s⌉ for an odd kernel), and at 32×32 a step of 8 would leave only 16, 24 and 32. The training images of a stage are the
 model's resized once (``data.resize_images``), and their random crop shifts them by the same fraction of their
 side as at the final size (``crop_pad``: ±2 pixels at 16 for the ±4 at 32)."""
 

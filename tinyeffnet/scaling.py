@@ -228,7 +228,9 @@ class ModelConfig:
     bn_epsilon: float = BN_EPSILON
     family: str = DEFAULT_FAMILY
     init: str = DEFAULT_INIT          # one of INITS (model.initialise); configs saved before it load as "stable"
-    padding: str = SAME               # kernels/padding.py's; a config saved before it loads as "same", its rule then
+    padding: str = SAME               # kernels/padding.py's; a config saved before it loads as "same", its rule then;
+                                      # config_for_variant / config_for_phi take the family's (V2: "symmetric"),
+                                      # so a V2 config built by hand must say padding=SYMMETRIC itself
 
     @property
     def base(self):

@@ -54,7 +54,7 @@ from tinyeffnet.device import require_cuda
 from tinyeffnet.distributed import make_world, run_job, use_sync_batchnorm
 from tinyeffnet.engine import EXIT_SIGNAL, Interrupted, RunState, Trainer, optimizer_settings, stop_now
 from tinyeffnet.errors import TinyEffNetError
-from tinyeffnet.files import atomic_write
+from tinyeffnet.files import atomic_write, outermost_missing
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.optim import OPTIMIZERS, hyper_parameters
 from tinyeffnet.pretrained import AVAILABLE
@@ -312,17 +312,8 @@ def count_epochs(n):
     return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
-def outermost_missing(path):
-    """The outermost folder of ``path`` that does not exist yet (None if ``path`` exists): what
-    ``os.makedirs(path)`` creates, and what a failed start removes again (``discard``)."""
-    missing, parent = None, os.path.abspath(path)
-    while not os.path.exists(parent):
-        missing, parent = parent, os.path.dirname(parent)
-    return missing
-
-
 def discard(created, run_dir):
-    """After a failed start: remove ``created`` (see ``outermost_missing``), unless the start got as far as the
+    """After a failed start: remove ``created`` (see ``files.outermost_missing``), unless the start got as far as the
     --freeze-body features cache, which the next run in the same folder reuses. A folder that existed before
     the command is never removed."""
     if created is not None and os.path.exists(created) and not os.path.exists(
@@ -453,7 +444,7 @@ def print_plan(args, config, model, data, run_dir, start):
     if args.progressive:
         for line in progressive.describe(progressive.plan_for(args, config.resolution)):
             print(f"stage     {line}")
-        if args.min_size == config.resolution:
+        if min_resolution(config) >= config.resolution:
             print(f"          every stage trains at {config.resolution}×{config.resolution}: the network's output "
                   f"stride is {min_resolution(config)}, so no smaller size is allowed")
     print(f"run       {run_dir}", flush=True)
@@ -471,12 +462,14 @@ def print_estimate(args, trainer):
         say(f"estimate  {step:.2f} s per step of {args.batch_size} images → {format_seconds(step * steps)} "
             f"per epoch, about {format_seconds(step * (args.epochs * steps - done))} for the {to_go}", flush=True)
         return
-    timed, first = [], 0           # (seconds per step, steps to go) of each stage not finished yet
+    stages, first = [], 0          # (first epoch, steps to go) of each stage not finished yet
     for stage in trainer.plan:
         left = (first + stage.epochs) * steps - max(done, first * steps)
         if left > 0:
-            timed.append((trainer.measure_step_seconds(first), left))
+            stages.append((first, left))
         first += stage.epochs
+    # the last stage first, so that the stage training starts with is the one whose resized images stay cached
+    timed = [(trainer.measure_step_seconds(epoch), left) for epoch, left in reversed(stages)]
     fastest, slowest = (f"{f([t for t, _ in timed]):.2f}" for f in (min, max))
     span = fastest if fastest == slowest else f"{fastest}–{slowest}"
     say(f"estimate  {span} s per step of {args.batch_size} images in the stages left (timed in each), about "

@@ -587,6 +587,7 @@ def waiting_gather(self, *args):
 
 def slow_resize(images, size):            # rank 0 holds on in its second batch, until the signal
     if (marks / "rank0-extracts").exists():
+        (marks / "rank0-holds").touch()   # its first batch's features are in the cache by now
         time.sleep(JOB_TIMEOUT)
     (marks / "rank0-extracts").touch()
     return resize(images, size)
@@ -610,7 +611,7 @@ def test_ctrl_c_while_a_rank_waits_for_the_features_ends_the_job(tmp_path):
              "--subset", "256", "--test-subset", "64", "--out", str(run)]
     job = mpiexec(2, [str(script), str(tmp_path), *probe], tmp_path)
     deadline = time.time() + JOB_TIMEOUT
-    while not ((tmp_path / "rank1-gathers").exists() and (tmp_path / "rank0-extracts").exists()):
+    while not ((tmp_path / "rank1-gathers").exists() and (tmp_path / "rank0-holds").exists()):
         assert job.poll() is None and time.time() < deadline, job.communicate()
         time.sleep(0.1)
     job.send_signal(signal.SIGINT)

@@ -7,9 +7,8 @@ For logits ``z`` (N, K) and a target distribution t[n, :] per row, with smoothin
     log p[n, k]   = z[n, k] − m_n − log Σ_j exp(z[n, j] − m_n)     with m_n = max_j z[n, j]
     loss          = −(1/N) · Σ_n Σ_k target[n, k] · log p[n, k]
 
-``cross_entropy_*`` take integer labels y (N,), t[n, k] = [k == y_n] (one-hot); ``soft_cross_entropy_*``
-take t itself (N, K), e.g. Mixup's λ·onehot(y_i) + (1 − λ)·onehot(y_j). Both share the row's log-normaliser
-m_n + log Σ_j exp(z[n, j] − m_n) (``_log_normaliser``). Subtracting the row maximum m_n changes nothing
+``soft_cross_entropy_*`` take t itself (N, K), e.g. Mixup's λ·onehot(y_i) + (1 − λ)·onehot(y_j);
+``cross_entropy_*`` take integer labels y (N,) and run the same loops on t[n, k] = [k == y_n] (``one_hot``). Subtracting the row maximum m_n changes nothing
 mathematically but keeps every exp(·) ≤ 1, so logits of ±1e4 give a finite loss. The gradient of the mean
 loss with respect to the logits is
 
@@ -40,12 +39,6 @@ def _smoothed(t, smoothing, classes):
 
 
 @njit(cache=True)
-def _target(k, label, smoothing, classes):
-    """The smoothed one-hot target for class k of a sample whose label is ``label``."""
-    return _smoothed(1.0 if k == label else 0.0, smoothing, classes)
-
-
-@njit(cache=True)
 def _log_normaliser(logits, n):
     """Row n's (m_n, log Σ_j exp(z[n, j] − m_n)), so that log p[n, k] = z[n, k] − m_n − log Σ_j exp(…)."""
     classes = logits.shape[1]
@@ -59,31 +52,9 @@ def _log_normaliser(logits, n):
 
 
 @njit(cache=True)
-def _cross_entropy(logits, labels, smoothing, probs):
-    """Fill probs (N, K) with the softmax of logits and return the mean smoothed cross-entropy."""
-    batch, classes = logits.shape
-    total = 0.0
-    for n in range(batch):
-        row_max, log_sum_exp = _log_normaliser(logits, n)
-        for k in range(classes):
-            log_p = logits[n, k] - row_max - log_sum_exp
-            probs[n, k] = math.exp(log_p)
-            total -= _target(k, labels[n], smoothing, classes) * log_p
-    return total / batch
-
-
-@njit(cache=True)
-def _cross_entropy_grad(probs, labels, smoothing, dlogits):
-    """dlogits[n, k] = (probs[n, k] − target[n, k]) / N."""
-    batch, classes = probs.shape
-    for n in range(batch):
-        for k in range(classes):
-            dlogits[n, k] = (probs[n, k] - _target(k, labels[n], smoothing, classes)) / batch
-
-
-@njit(cache=True)
-def _soft_cross_entropy(logits, targets, smoothing, probs):
-    """``_cross_entropy`` against the soft targets (N, K) instead of one-hot labels."""
+def _cross_entropy(logits, targets, smoothing, probs):
+    """Fill probs (N, K) with the softmax of logits and return the mean smoothed cross-entropy against the
+    targets (N, K)."""
     batch, classes = logits.shape
     total = 0.0
     for n in range(batch):
@@ -96,12 +67,17 @@ def _soft_cross_entropy(logits, targets, smoothing, probs):
 
 
 @njit(cache=True)
-def _soft_cross_entropy_grad(probs, targets, smoothing, dlogits):
-    """dlogits[n, k] = (probs[n, k] − target[n, k]) / N, target from the soft targets (N, K)."""
+def _cross_entropy_grad(probs, targets, smoothing, dlogits):
+    """dlogits[n, k] = (probs[n, k] − target[n, k]) / N, target smoothed from targets (N, K)."""
     batch, classes = probs.shape
     for n in range(batch):
         for k in range(classes):
             dlogits[n, k] = (probs[n, k] - _smoothed(targets[n, k], smoothing, classes)) / batch
+
+
+def one_hot(labels, classes, dtype):
+    """t[n, k] = [k == y_n]: the integer labels (N,) as target rows (N, K) of ``dtype``."""
+    return (labels[:, None] == np.arange(classes)).astype(dtype)
 
 
 def _check_labels(labels, batch, classes):
@@ -177,7 +153,7 @@ def cross_entropy_forward(logits, labels, smoothing=0.0):
     """
     logits, labels, smoothing = _check_forward(logits, labels, smoothing)
     probs = np.empty_like(logits)
-    loss = _cross_entropy(logits, labels, smoothing, probs)
+    loss = _cross_entropy(logits, one_hot(labels, logits.shape[1], logits.dtype), smoothing, probs)
     return float(loss), probs
 
 
@@ -187,7 +163,7 @@ def cross_entropy_backward(probs, labels, smoothing=0.0):
     Returns dlogits: (N, K) of probs' dtype."""
     probs, labels, smoothing = _check_backward(probs, labels, smoothing)
     dlogits = np.empty_like(probs)
-    _cross_entropy_grad(probs, labels, smoothing, dlogits)
+    _cross_entropy_grad(probs, one_hot(labels, probs.shape[1], probs.dtype), smoothing, dlogits)
     return dlogits
 
 
@@ -198,7 +174,7 @@ def soft_cross_entropy_forward(logits, targets, smoothing=0.0):
     summing to 1); smoothing: ε in [0, 1). Returns ``(loss, probs)`` as ``cross_entropy_forward``."""
     logits, targets, smoothing = _check_soft("logits", logits, targets, smoothing)
     probs = np.empty_like(logits)
-    loss = _soft_cross_entropy(logits, targets, smoothing, probs)
+    loss = _cross_entropy(logits, targets, smoothing, probs)
     return float(loss), probs
 
 
@@ -208,5 +184,5 @@ def soft_cross_entropy_backward(probs, targets, smoothing=0.0):
     Returns dlogits: (N, K) of probs' dtype."""
     probs, targets, smoothing = _check_soft("probs", probs, targets, smoothing)
     dlogits = np.empty_like(probs)
-    _soft_cross_entropy_grad(probs, targets, smoothing, dlogits)
+    _cross_entropy_grad(probs, targets, smoothing, dlogits)
     return dlogits

@@ -15,8 +15,9 @@ Thread mapping:
   as on the CPU.
 * backward: one thread per element (n, k) of ``dlogits``.
 
-``labels`` is an integer device array; its range check copies the N labels to the host once, as the check
-that each row of soft ``targets`` is a distribution copies the N×K targets.
+``labels`` is an integer device array; its range check copies the N labels to the host once, and they go back
+as one-hot target rows (N×K, as small as the logits) for the same kernels the soft ``targets`` use (whose
+check that each row is a distribution copies the N×K targets to the host).
 """
 
 import math
@@ -25,7 +26,7 @@ import numpy as np
 from numba import cuda
 
 from .._checks import check_device_array
-from ..loss import _check_backward, _check_forward, _check_labels, _check_soft
+from ..loss import _check_backward, _check_forward, _check_labels, _check_soft, one_hot
 from ._device import THREADS_PER_BLOCK, block_sum, blocks_for
 
 
@@ -33,12 +34,6 @@ from ._device import THREADS_PER_BLOCK, block_sum, blocks_for
 def _smoothed(t, smoothing, classes):
     """(1 − ε) · t + ε / K: the smoothed target of one class whose unsmoothed target is t."""
     return (1.0 - smoothing) * t + smoothing / classes
-
-
-@cuda.jit(device=True, cache=True)
-def _target(k, label, smoothing, classes):
-    """The smoothed one-hot target for class k of a sample whose label is ``label``."""
-    return _smoothed(1.0 if k == label else 0.0, smoothing, classes)
 
 
 @cuda.jit(device=True, cache=True)
@@ -55,23 +50,9 @@ def _log_normaliser(logits, n):
 
 
 @cuda.jit(cache=True)
-def _softmax_rows_kernel(logits, labels, smoothing, probs, row_loss):
-    """Thread n fills probs[n, :] (N, K) with the softmax of logits[n, :] and row_loss[n] with its loss."""
-    n = cuda.grid(1)
-    batch, classes = logits.shape
-    if n < batch:
-        row_max, log_sum_exp = _log_normaliser(logits, n)
-        loss = 0.0
-        for k in range(classes):
-            log_p = logits[n, k] - row_max - log_sum_exp
-            probs[n, k] = math.exp(log_p)
-            loss -= _target(k, labels[n], smoothing, classes) * log_p
-        row_loss[n] = loss
-
-
-@cuda.jit(cache=True)
-def _soft_softmax_rows_kernel(logits, targets, smoothing, probs, row_loss):
-    """``_softmax_rows_kernel`` against the soft targets (N, K) instead of one-hot labels."""
+def _softmax_rows_kernel(logits, targets, smoothing, probs, row_loss):
+    """Thread n fills probs[n, :] (N, K) with the softmax of logits[n, :] and row_loss[n] with its loss against
+    targets[n, :]."""
     n = cuda.grid(1)
     batch, classes = logits.shape
     if n < batch:
@@ -96,18 +77,8 @@ def _mean_kernel(values, out):
 
 
 @cuda.jit(cache=True)
-def _cross_entropy_grad_kernel(probs, labels, smoothing, dlogits):
-    """Thread t computes flat element t = (n, k) of dlogits: (probs − target) / N."""
-    t = cuda.grid(1)
-    batch, classes = probs.shape
-    if t < probs.size:
-        n, k = t // classes, t % classes
-        dlogits[n, k] = (probs[n, k] - _target(k, labels[n], smoothing, classes)) / batch
-
-
-@cuda.jit(cache=True)
-def _soft_cross_entropy_grad_kernel(probs, targets, smoothing, dlogits):
-    """Thread t computes flat element t = (n, k) of dlogits: (probs − target) / N, from the soft targets."""
+def _cross_entropy_grad_kernel(probs, targets, smoothing, dlogits):
+    """Thread t computes flat element t = (n, k) of dlogits: (probs − target) / N, target smoothed from targets."""
     t = cuda.grid(1)
     batch, classes = probs.shape
     if t < probs.size:
@@ -115,24 +86,33 @@ def _soft_cross_entropy_grad_kernel(probs, targets, smoothing, dlogits):
         dlogits[n, k] = (probs[n, k] - _smoothed(targets[n, k], smoothing, classes)) / batch
 
 
-def _mean_loss(rows_kernel, logits, truth, smoothing):
-    """Run ``rows_kernel`` (one thread per row: its probs and its loss, against ``truth``, the labels or the
-    soft targets) and average the row losses: ``(loss, probs)``."""
+def _mean_loss(logits, targets, smoothing):
+    """One thread per row (its probs and its loss against ``targets``), then the mean: ``(loss, probs)``."""
     batch = logits.shape[0]
     probs = cuda.device_array_like(logits)
     row_loss = cuda.device_array(batch, np.float64)  # the losses add up in float64, as on the CPU
-    rows_kernel[blocks_for(batch), THREADS_PER_BLOCK](logits, truth, smoothing, probs, row_loss)
+    _softmax_rows_kernel[blocks_for(batch), THREADS_PER_BLOCK](logits, targets, smoothing, probs, row_loss)
     loss = cuda.device_array(1, np.float64)
     _mean_kernel[1, THREADS_PER_BLOCK](row_loss, loss)
     return float(loss.copy_to_host()[0]), probs
 
 
+def _gradient(probs, targets, smoothing):
+    dlogits = cuda.device_array_like(probs)
+    _cross_entropy_grad_kernel[blocks_for(probs.size), THREADS_PER_BLOCK](probs, targets, smoothing, dlogits)
+    return dlogits
+
+
 def _checked_labels(labels, batch, classes):
-    """Check the device array of labels on the host (``loss._check_labels``); return it unchanged."""
+    """Check the device array of labels on the host (``loss._check_labels``); return the host copy."""
     if not hasattr(labels, "copy_to_host"):
         raise TypeError(f"labels must be a numba.cuda device array of integers, got {type(labels).__name__}")
-    _check_labels(labels.copy_to_host(), batch, classes)
-    return labels
+    return _check_labels(labels.copy_to_host(), batch, classes)
+
+
+def _one_hot(labels, like):
+    """The checked host labels as one-hot target rows on the device, of ``like``'s shape and dtype."""
+    return cuda.to_device(one_hot(labels, like.shape[1], like.dtype))
 
 
 def _host(targets):
@@ -147,7 +127,7 @@ def cross_entropy_forward(logits, labels, smoothing=0.0):
     Returns ``(loss, probs)``: loss a Python float, probs = softmax(logits) (N, K) device array.
     """
     logits, labels, smoothing = _check_forward(logits, labels, smoothing, check_device_array, _checked_labels)
-    return _mean_loss(_softmax_rows_kernel, logits, labels, smoothing)
+    return _mean_loss(logits, _one_hot(labels, logits), smoothing)
 
 
 def cross_entropy_backward(probs, labels, smoothing=0.0):
@@ -155,9 +135,7 @@ def cross_entropy_backward(probs, labels, smoothing=0.0):
 
     Returns dlogits: (N, K) device array."""
     probs, labels, smoothing = _check_backward(probs, labels, smoothing, check_device_array, _checked_labels)
-    dlogits = cuda.device_array_like(probs)
-    _cross_entropy_grad_kernel[blocks_for(probs.size), THREADS_PER_BLOCK](probs, labels, smoothing, dlogits)
-    return dlogits
+    return _gradient(probs, _one_hot(labels, probs), smoothing)
 
 
 def soft_cross_entropy_forward(logits, targets, smoothing=0.0):
@@ -166,7 +144,7 @@ def soft_cross_entropy_forward(logits, targets, smoothing=0.0):
     logits: (N, K) float32 device array; targets: (N, K) float32 device array, every row a distribution;
     smoothing: ε in [0, 1). Returns ``(loss, probs)`` as ``cross_entropy_forward``."""
     logits, targets, smoothing = _check_soft("logits", logits, targets, smoothing, check_device_array, _host)
-    return _mean_loss(_soft_softmax_rows_kernel, logits, targets, smoothing)
+    return _mean_loss(logits, targets, smoothing)
 
 
 def soft_cross_entropy_backward(probs, targets, smoothing=0.0):
@@ -174,6 +152,4 @@ def soft_cross_entropy_backward(probs, targets, smoothing=0.0):
 
     Returns dlogits: (N, K) device array."""
     probs, targets, smoothing = _check_soft("probs", probs, targets, smoothing, check_device_array, _host)
-    dlogits = cuda.device_array_like(probs)
-    _soft_cross_entropy_grad_kernel[blocks_for(probs.size), THREADS_PER_BLOCK](probs, targets, smoothing, dlogits)
-    return dlogits
+    return _gradient(probs, targets, smoothing)

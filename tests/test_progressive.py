@@ -3,12 +3,12 @@ training runs that change the image size and dropout stage by stage and resume e
 plan, and bad flags refused. Training runs go through ``train.main`` in this process, on the synthetic set
 with a tiny network whose CIFAR stem (stride 1) takes sizes from 16 up."""
 
-import json
 import re
 import signal
 
 import numpy as np
 import pytest
+from runs import TIMING, interrupted_in_epoch_2, metrics
 
 from tinyeffnet import data as datasets
 from tinyeffnet import engine, progressive, train
@@ -20,7 +20,6 @@ from tinyeffnet.progressive import Stage, default_min_size, make_plan, stage_at,
 TINY = ["--dataset", "synthetic", "--phi", "0", "--width", "0.25", "--depth", "0.1", "--subset", "256",
         "--test-subset", "64", "--batch-size", "64"]
 CIFAR_STEM = ["--stem-stride", "1"]                       # output stride 16: sizes 16 … 32
-TIMING = {"seconds", "eval_seconds", "images_per_second"}        # the metrics that differ between two runs
 STAGE_KEYS = {"stage", "image_size"}
 
 
@@ -28,11 +27,6 @@ STAGE_KEYS = {"stage", "image_size"}
 def keep_signal_handlers(monkeypatch):
     """``train.main`` installs SIGINT/SIGTERM handlers; leave this process's alone."""
     monkeypatch.setattr(signal, "signal", lambda *args: None)
-
-
-def metrics(run_dir, drop=TIMING):
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if k not in drop} for row in rows]
 
 
 def assert_same_checkpoints(a, b):
@@ -146,19 +140,6 @@ def test_a_two_stage_run_trains_at_each_size_and_evaluates_at_the_final_one(tmp_
     config, _, _, training = load_checkpoint(out / "latest.npz")
     assert config.dropout == 0.3 and (training["stage"], training["image_size"]) == (2, 32)
     assert training["preprocess"]["resolution"] == 32
-
-
-def interrupted_in_epoch_2(monkeypatch, argv):
-    """Run ``train.main(argv)`` and stop it, as Ctrl-C does, after the first step of epoch 2."""
-    end_epoch = engine.Trainer.end_epoch
-
-    def then_stop(trainer, lr):
-        end_epoch(trainer, lr)
-        trainer.stop_signal = signal.SIGINT
-
-    with monkeypatch.context() as m:
-        m.setattr(engine.Trainer, "end_epoch", then_stop)
-        assert train.main(argv) == engine.EXIT_SIGNAL[signal.SIGINT]
 
 
 def test_resuming_in_the_middle_of_the_plan_continues_its_stage_and_equals_an_uninterrupted_run(

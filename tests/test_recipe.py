@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from runs import interrupted_in_epoch_2, metrics
 
 from tinyeffnet import engine, evaluate, train
 from tinyeffnet.averaging import WeightAverage
@@ -30,7 +31,6 @@ from tinyeffnet.scaling import ModelConfig
 
 TINY = ["--dataset", "synthetic", "--phi", "0", "--width", "0.25", "--depth", "0.1", "--subset", "256",
         "--test-subset", "64", "--batch-size", "64"]
-TIMING = {"seconds", "eval_seconds", "images_per_second"}        # the metrics that differ between two runs
 NEW_FLAGS = ("optimizer", "rmsprop_decay", "betas", "eps", "ema", "tta", "init", "randaugment", "mixup")
 K = 10                                                            # the synthetic set's classes
 
@@ -39,24 +39,6 @@ K = 10                                                            # the syntheti
 def keep_signal_handlers(monkeypatch):
     """``train.main`` installs SIGINT/SIGTERM handlers; leave this process's alone."""
     monkeypatch.setattr(signal, "signal", lambda *args: None)
-
-
-def metrics(run_dir):
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
-
-
-def interrupted_in_epoch_2(monkeypatch, argv):
-    """Run ``train.main(argv)`` and stop it, as Ctrl-C does, after the first step of epoch 2."""
-    end_epoch = engine.Trainer.end_epoch
-
-    def then_stop(trainer, lr):
-        end_epoch(trainer, lr)
-        trainer.stop_signal = signal.SIGINT
-
-    with monkeypatch.context() as m:
-        m.setattr(engine.Trainer, "end_epoch", then_stop)
-        assert train.main(argv) == engine.EXIT_SIGNAL[signal.SIGINT]
 
 
 def assert_same_checkpoints(a, b):

@@ -141,6 +141,10 @@ def test_help_states_each_default_once_and_truly(name, monkeypatch, capsys):
 def test_defaults_in_help_come_from_the_constants(monkeypatch, capsys):
     entries = help_entries(parser_and_help(train.main, monkeypatch, capsys)[1])
     assert f"(default: {train.DEFAULT_EPOCHS};" in entries["--epochs"]
-    assert f"(default: {train.DEFAULT_LR}, or {train.PRETRAINED_LR} with --pretrained)" in entries["--lr"]
+    assert (f"(default: the optimizer's, sgd {train.DEFAULT_LR['sgd']}, rmsprop {train.DEFAULT_LR['rmsprop']}, adamw "
+            f"{train.DEFAULT_LR['adamw']}; with --pretrained {train.PRETRAINED_LR} for each)") in entries["--lr"]
+    assert (f"(default: {train.DEFAULT_OPTIMIZER}, or {train.PRETRAINED_OPTIMIZER} with --pretrained)"
+            in entries["--optimizer"])
+    assert f"(default: {train.DEFAULT_EMA}, the paper's; off with --pretrained)" in entries["--ema"]
     assert f"(default: {train.DEFAULT_BATCH_SIZE})" in entries["--batch-size"]
     assert "default" not in entries["--no-nesterov"] and "default" not in entries["--pretrained"]

@@ -53,7 +53,7 @@ def test_reduce_gradients_sees_the_gradients_between_backward_and_the_update():
 def test_only_the_main_process_prints_and_writes_the_run_folder(rank, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(signal, "signal", lambda *args: None)     # leave this process's handlers alone
     args = train.parse_args([*TINY, "--out", str(tmp_path)])
-    args.lr = train.DEFAULT_LR
+    train.fill_recipe_defaults(args)
     config = build_config(args, num_classes=10)
     trainer = engine.Trainer(args, config, train.prepare_data(args, config.resolution),
                              EfficientNet(config, args.seed), str(tmp_path), world=engine.World(rank, size=2))

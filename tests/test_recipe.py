@@ -73,11 +73,12 @@ def test_resume_with_each_optimizer_and_the_average_equals_an_uninterrupted_run(
 
 def test_the_plan_names_the_optimizer_and_its_numbers(tmp_path, capsys):
     assert train.main([*TINY, "--epochs", "1", "--optimizer", "rmsprop", "--lr", "0.016", "--weight-decay", "1e-5",
-                       "--out", str(tmp_path)]) == 0
+                       "--no-ema", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert ("recipe    RMSProp lr 0.016 (warm-up 1.0 epochs, cosine decay), decay 0.9, momentum 0.9, epsilon 0.001, "
             "weight decay 1e-05, batch 64") in out
     assert "init stable; each epoch evaluates the weights trained\n" in out
+    assert "why:" not in out                        # said of the default recipe only
 
 
 @pytest.mark.parametrize("optimizer, settings, cls", [
@@ -87,10 +88,10 @@ def test_the_plan_names_the_optimizer_and_its_numbers(tmp_path, capsys):
 ])
 def test_each_optimizer_takes_its_own_flags(optimizer, settings, cls):
     args = train.parse_args([*TINY, "--epochs", "1", "--optimizer", optimizer, "--momentum", "0.8", "--no-nesterov",
-                             "--rmsprop-decay", "0.95", "--betas", "0.8", "0.99",
-                             *(["--eps", "1e-6"] if optimizer == "adamw" else [])])
-    assert engine.optimizer_settings(args) == settings
-    args.lr = 0.1
+                             "--rmsprop-decay", "0.95", "--betas", "0.8", "0.99", "--weight-decay", "0.0005",
+                             "--no-ema", *(["--eps", "1e-6"] if optimizer == "adamw" else [])])
+    train.fill_recipe_defaults(args)
+    assert engine.optimizer_settings(args) == settings and args.lr == train.DEFAULT_LR[optimizer]
     config = build_config(args, num_classes=K)
     trainer = engine.Trainer(args, config, train.prepare_data(args, config.resolution), EfficientNet(config),
                              "unused")
@@ -98,11 +99,13 @@ def test_each_optimizer_takes_its_own_flags(optimizer, settings, cls):
 
 
 def test_a_checkpoint_from_before_the_new_flags_resumes_as_sgd(tmp_path, monkeypatch):
-    """A run saved before --optimizer, --init, --randaugment and --mixup existed (no such fields in its arguments or
-    its config) resumes with SGD and without RandAugment or Mixup, and ends as an uninterrupted run."""
+    """A run saved before --optimizer, --ema, --init, --randaugment and --mixup existed (no such fields in its
+    arguments or its config) resumes with SGD, without the average, RandAugment or Mixup (not with today's
+    defaults), and ends as an uninterrupted run."""
     straight, old = tmp_path / "straight", tmp_path / "old"
-    assert train.main([*TINY, "--epochs", "2", "--out", str(straight)]) == 0
-    interrupted_in_epoch_2(monkeypatch, [*TINY, "--epochs", "2", "--out", str(old)])
+    recipe = [*TINY, "--epochs", "2", "--optimizer", "sgd", "--no-ema"]      # what such a run trained with
+    assert train.main([*recipe, "--out", str(straight)]) == 0
+    interrupted_in_epoch_2(monkeypatch, [*recipe, "--out", str(old)])
     with np.load(old / "latest.npz") as npz:
         arrays = {k: npz[k] for k in npz.files}
     meta = json.loads(arrays[META].tobytes())
@@ -113,6 +116,39 @@ def test_a_checkpoint_from_before_the_new_flags_resumes_as_sgd(tmp_path, monkeyp
     np.savez(old / "latest.npz", **arrays)
     assert train.main(["--resume", str(old)]) == 0
     assert_same_checkpoints(straight, old)
+
+
+# --- the default recipe ----------------------------------------------------------------------------------------
+def test_the_default_recipe_from_scratch_is_adamw_with_the_average_and_from_imagenet_sgd_without():
+    scratch = train.fill_recipe_defaults(train.parse_args([]))
+    assert (scratch.optimizer, scratch.lr, scratch.weight_decay, scratch.ema) == ("adamw", 0.003, 0.05, 0.9999)
+    assert scratch.epochs == train.DEFAULT_EPOCHS
+    pretrained = train.fill_recipe_defaults(train.parse_args(["--variant", "lite0", "--pretrained"]))
+    assert (pretrained.optimizer, pretrained.lr, pretrained.weight_decay, pretrained.ema) == (
+        "sgd", train.PRETRAINED_LR, 5e-4, None)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--optimizer", "sgd"], ("sgd", 0.1, 5e-4, 0.9999)),              # the rate and decay follow the optimizer
+    (["--optimizer", "rmsprop", "--no-ema"], ("rmsprop", 0.008, 1e-5, None)),
+    (["--lr", "0.01", "--weight-decay", "0", "--ema", "0.99"], ("adamw", 0.01, 0.0, 0.99)),   # given: kept
+    (["--variant", "lite0", "--pretrained", "--optimizer", "rmsprop", "--ema", "0.999"], ("rmsprop", 0.003, 1e-5, 0.999)),
+])
+def test_a_flag_given_is_kept_and_the_rest_follow_it(flags, expected):
+    args = train.fill_recipe_defaults(train.parse_args(flags))
+    assert (args.optimizer, args.lr, args.weight_decay, args.ema) == expected
+
+
+def test_the_plan_says_the_default_recipe_and_why(tmp_path, capsys):
+    assert train.main([*TINY, "--epochs", "1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "recipe    AdamW lr 0.003 (warm-up 1.0 epochs, cosine decay)" in out and "weight decay 0.05," in out
+    assert "each epoch evaluates their moving average (EMA, decay 0.9999)" in out
+    assert "why: the default from scratch" in out and "--optimizer sgd --no-ema --init paper" in out
+    assert train.main([*TINY, "--epochs", "1", "--lr", "0.001", "--out", str(tmp_path / "other-rate")]) == 0
+    assert "why:" not in capsys.readouterr().out              # a recipe of one's own needs no reason
+    assert metrics(tmp_path)[0]["eval_weights"] == "ema"
+    assert json.loads((tmp_path / "config.json").read_text())["args"]["optimizer"] == "adamw"
 
 
 # --- 2. the moving average -------------------------------------------------------------------------------------
@@ -166,7 +202,7 @@ def test_tta_logits_are_the_mean_of_the_image_and_its_mirror():
 
 
 def test_tta_is_reported_beside_the_plain_figures(tmp_path, capsys):
-    assert train.main([*TINY, "--epochs", "1", "--tta", "--out", str(tmp_path)]) == 0
+    assert train.main([*TINY, "--epochs", "1", "--tta", "--no-ema", "--out", str(tmp_path)]) == 0
     row = metrics(tmp_path)[0]
     assert {"test_loss", "test_acc", "test_loss_tta", "test_acc_tta"} <= set(row) and row["eval_weights"] == "raw"
     out = capsys.readouterr().out
@@ -191,6 +227,7 @@ def test_bad_recipe_numbers_are_refused_by_the_parser(flags, message, tmp_path, 
 
 @pytest.mark.parametrize("flags, message", [
     (["--ema", "0"], "--ema must be a decay in (0, 1)"),
+    (["--ema", "0.9", "--no-ema"], "--no-ema turns the moving average off, but --ema 0.9 asks for one"),
     (["--tta", "--freeze-body"], "--tta flips test images, but --freeze-body evaluates features"),
 ])
 def test_bad_recipe_flags_say_which(flags, message, tmp_path):

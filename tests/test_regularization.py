@@ -91,7 +91,7 @@ def test_a_step_on_one_hot_targets_is_the_step_on_labels_and_a_mixed_one_is_not(
 
 def test_the_trainer_reads_its_regularization_from_the_flags(data):
     args = train.parse_args([*TINY, "--randaugment", "9", "--mixup", "0.2"])
-    args.lr = train.DEFAULT_LR
+    train.fill_recipe_defaults(args)
     config = build_config(args, num_classes=K)
     trainer = engine.Trainer(args, config, data, EfficientNet(config, args.seed), "unused")
     assert trainer.regularization(0) == (9.0, 0.2)

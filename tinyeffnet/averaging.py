@@ -18,8 +18,9 @@ is not stuck near the random initialisation. Evaluating with the averaged arrays
     with average.applied():                   # the model holds the averaged arrays inside the block
         accuracy = evaluate(model, ...)
 
-The training command does this with ``--ema DECAY`` (``engine.train_step`` updates, ``Trainer.evaluation``
-evaluates, and the checkpoints keep the average beside the trained weights).
+The training command does this by default from scratch (``--ema DECAY`` sets the decay, ``--no-ema`` turns it
+off; ``engine.train_step`` updates, ``Trainer.evaluation`` evaluates, and the checkpoints keep the average beside
+the trained weights).
 """
 
 import contextlib

@@ -269,7 +269,7 @@ def worker(kind, batch, steps, warmup, variant=DEFAULT_MODELS[0], resolution=RES
     x = rng.standard_normal((batch, resolution, resolution, 3), dtype=DTYPE)
     y = rng.integers(0, NUM_CLASSES, batch)
     optimizer = SGD(model.named_parameters(), model.named_grads(), lr=LR, momentum=DEFAULT_MOMENTUM,
-                    weight_decay=DEFAULT_WEIGHT_DECAY)
+                    weight_decay=DEFAULT_WEIGHT_DECAY["sgd"])
     if kind == "train":
         def step():
             train_step(model, optimizer, x, y, lr=LR, label_smoothing=DEFAULT_LABEL_SMOOTHING, world=world)

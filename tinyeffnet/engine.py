@@ -182,7 +182,7 @@ def augmented_batch(data, seed, epoch, index, batch_size, magnitude=0.0, mixup_a
 def optimizer_settings(args):
     """The hyper-parameters of the optimiser ``args.optimizer`` from the training command's flags, by the names
     its class takes (``optim.hyper_parameters``), e.g. ``{"decay": 0.9, "momentum": 0.9, "epsilon": 0.001,
-    "weight_decay": 5e-4}`` for RMSProp. A flag left unset (``--eps``) keeps the class's default."""
+    "weight_decay": 1e-5}`` for RMSProp. A flag left unset (``--eps``) keeps the class's default."""
     flags = dict(momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
                  decay=args.rmsprop_decay, epsilon=args.eps, beta1=args.betas[0], beta2=args.betas[1])
     return {name: default if flags.get(name) is None else flags[name]

@@ -95,7 +95,7 @@ def plot_accuracy_vs_time(runs, path, title="test accuracy against training time
         ax.plot(minutes, [100 * row["test_acc"] for row in history], "o-", label=label)
     ax.set(xlabel="minutes (training steps + evaluation)", ylabel="test accuracy (%)", title=title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="lower right")          # the curves rise from the lower left and flatten at the top
     save_figure(fig, path)
 
 

@@ -293,8 +293,8 @@ class LinearProbe(Trainer):
     once per run folder (``cached_features``: eval mode, no augmentation).
 
     The loop, schedule, loss, signals and checkpoints (of the whole network) are the engine's ``Trainer``'s;
-    what differs is the batch (features instead of images) and that SGD holds only the head's parameters, so
-    every body tensor, batch-norm statistics included, stays exactly as loaded."""
+    what differs is the batch (features instead of images) and that the optimiser holds only the head's
+    parameters, so every body tensor, batch-norm statistics included, stays exactly as loaded."""
 
     def __init__(self, args, config, data, model, run_dir, state=None, optimizer_state=None, world=ONE_PROCESS):
         splits = dict(train=(data.train_images, data.train_labels), test=(data.test_images, data.test_labels))

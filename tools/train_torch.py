@@ -1,6 +1,7 @@
-"""The PyTorch column of the README's CIFAR-10 accuracy table: tinyeffnet's default recipe, run with torch and
-the reference EfficientNet (PyPI ``efficientnet_pytorch``), for comparison only. It lives in the repository's
-``tools/``, not in the installed package, because it needs torch.
+"""The PyTorch column of the README's CIFAR-10 accuracy table: tinyeffnet's recipe (its defaults, or the faithful
+SGD baseline with ``--optimizer sgd --no-ema``), run with torch and the reference EfficientNet (PyPI
+``efficientnet_pytorch``), for comparison only. It lives in the repository's ``tools/``, not in the installed
+package, because it needs torch.
 
 Run it in a side environment that has torch and efficientnet_pytorch (torch is never a dependency of
 tinyeffnet), with tinyeffnet installed into it as well:
@@ -10,17 +11,22 @@ tinyeffnet), with tinyeffnet installed into it as well:
 
 The recipe is the same by construction, not by copy: the data (``train.prepare_data``), the batches
 (``engine.augmented_batch``: the same order, crops and flips for the same seed) and the learning-rate
-schedule are tinyeffnet's own functions, and the constants are ``tinyeffnet.train``'s defaults. What differs
-is the model (the reference's B0, with its own initialisation, batch-norm momentum 0.01 in PyTorch's sense =
+schedule are tinyeffnet's own functions, and the constants are ``tinyeffnet.train``'s defaults
+(``fill_recipe_defaults``): the optimizer (torch's SGD with Nesterov momentum, or its AdamW, whose decoupled
+decay θ ← θ·(1 − lr·λ) is tinyeffnet's), weight decay on weights only, and the moving average of every
+floating-point parameter and batch-norm statistic with tinyeffnet's warm-up (``tinyeffnet.averaging``),
+which each epoch then evaluates. What differs is the model (the reference's B0, with its own initialisation, batch-norm momentum 0.01 in PyTorch's sense =
 0.99 in the paper's, dropout 0.2 and drop connect 0.2) and the engine; and there is no batch-norm
 recalibration before the early evaluations (``tinyeffnet.engine`` recalibrates during the first ~1,000
-steps), so only the later test accuracies compare.
+steps, the averaged network's statistics too when it evaluates the average), so only the later test accuracies
+compare.
 
 Each epoch appends one JSON object to ``OUT/metrics.jsonl`` with the keys ``tinyeffnet.train`` writes
 (``epoch``, ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc``, ``lr``, ``seconds`` of training
 steps, ``eval_seconds``, ``images_per_second``), so one plot can show both runs.
 """
 
+import copy
 import importlib.metadata
 import json
 import os
@@ -31,10 +37,30 @@ import numpy as np
 
 from tinyeffnet import data as datasets
 from tinyeffnet.cli import make_parser, non_negative_int, positive_int, run_cli
-from tinyeffnet.engine import EVAL_BATCH_SIZE, augmented_batch
+from tinyeffnet.engine import EVAL_BATCH_SIZE, augmented_batch, optimizer_settings
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.optim import learning_rate
-from tinyeffnet.train import DEFAULT_LR, parse_args as tinyeffnet_defaults, prepare_data
+from tinyeffnet.train import DEFAULT_OPTIMIZER, fill_recipe_defaults, parse_args as tinyeffnet_arguments, prepare_data
+
+
+TORCH_OPTIMIZERS = ("sgd", "adamw")      # RMSProp is left out: torch's adds ε outside the square root, TensorFlow's inside
+
+
+class Average:
+    """tinyeffnet's moving average (``tinyeffnet.averaging``) of a torch model: a copy whose floating-point
+    parameters and buffers follow avg ← d_t·avg + (1 − d_t)·x after each step, d_t = min(decay, (1 + t) / (10 + t))."""
+
+    def __init__(self, model, decay):
+        self.model, self.decay, self.t = copy.deepcopy(model), decay, 0
+
+    def update(self, model):
+        import torch
+        self.t += 1
+        d = min(self.decay, (1 + self.t) / (10 + self.t))
+        with torch.no_grad():
+            for avg, x in zip(self.model.state_dict().values(), model.state_dict().values()):
+                if avg.is_floating_point():
+                    avg.mul_(d).add_(x, alpha=1 - d)
 
 
 def main(argv=None):
@@ -45,12 +71,16 @@ def main(argv=None):
     parser.add_argument("--seed", type=non_negative_int, default=0, help="shuffling and augmentation, as tinyeffnet's")
     parser.add_argument("--subset", type=positive_int, help="first N training and test images only (a quick check)")
     parser.add_argument("--out", required=True, help="a new or empty folder for metrics.jsonl and versions.json")
+    parser.add_argument("--optimizer", choices=TORCH_OPTIMIZERS, help=f"as tinyeffnet.train's (default: {DEFAULT_OPTIMIZER})")
+    parser.add_argument("--no-ema", action="store_true", help="as tinyeffnet.train's: evaluate the weights trained")
     args = parser.parse_args(argv)
     if os.path.isdir(args.out) and os.listdir(args.out):
         raise TinyEffNetError(f"--out {args.out} is not empty: give a new folder, so that one run's epochs are not "
                               "mixed with another's")
     subset = ["--subset", str(args.subset), "--test-subset", str(args.subset)] if args.subset else []
-    recipe = tinyeffnet_defaults(["--data-dir", args.data_dir, *subset] if args.data_dir else subset)
+    flags = [*(["--data-dir", args.data_dir] if args.data_dir else []), *subset,
+             *(["--optimizer", args.optimizer] if args.optimizer else []), *(["--no-ema"] if args.no_ema else [])]
+    recipe = fill_recipe_defaults(tinyeffnet_arguments(flags))
 
     try:
         import efficientnet_pytorch
@@ -66,9 +96,16 @@ def main(argv=None):
     model = efficientnet_pytorch.EfficientNet.from_name("efficientnet-b0", num_classes=10, image_size=32)
     decay = [p for p in model.parameters() if p.ndim > 1]          # conv and dense weights, as tinyeffnet
     no_decay = [p for p in model.parameters() if p.ndim <= 1]      # batch norm and biases
-    optimizer = torch.optim.SGD([dict(params=decay, weight_decay=recipe.weight_decay),
-                                 dict(params=no_decay, weight_decay=0.0)],
-                                lr=DEFAULT_LR, momentum=recipe.momentum, nesterov=recipe.nesterov)
+    groups = [dict(params=decay, weight_decay=recipe.weight_decay), dict(params=no_decay, weight_decay=0.0)]
+    if recipe.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
+    elif recipe.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(groups, lr=recipe.lr, betas=tuple(recipe.betas), eps=optimizer_settings(recipe)["epsilon"])
+    else:
+        raise TinyEffNetError(f"no torch optimizer for {recipe.optimizer}; give --optimizer with one of "
+                              f"{', '.join(TORCH_OPTIMIZERS)}")
+    average = Average(model, recipe.ema) if recipe.ema else None
+    evaluated = average.model if average else model
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
 
     def nchw(x):                              # (N, H, W, 3) float32 → (N, 3, H, W), PyTorch's layout
@@ -85,28 +122,31 @@ def main(argv=None):
             x, y, _ = augmented_batch(data, args.seed, epoch, i, recipe.batch_size)
             x, y = nchw(x), torch.from_numpy(y.astype(np.int64))
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(epoch * steps_per_epoch + i, total, DEFAULT_LR, warmup)
+                group["lr"] = learning_rate(epoch * steps_per_epoch + i, total, recipe.lr, warmup)
             optimizer.zero_grad(set_to_none=True)
             logits = model(x)
             loss = loss_fn(logits, y)
             loss.backward()
             optimizer.step()
+            if average:
+                average.update(model)
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
         train_seconds, start = time.perf_counter() - start, time.perf_counter()
-        model.eval()
+        evaluated.eval()
         test_loss = test_correct = 0.0
         with torch.inference_mode():
             for s in range(0, len(data.test_labels), EVAL_BATCH_SIZE):
-                logits = model(nchw(datasets.normalize(data.test_images[s:s + EVAL_BATCH_SIZE], data.mean, data.std)))
+                logits = evaluated(nchw(datasets.normalize(data.test_images[s:s + EVAL_BATCH_SIZE], data.mean, data.std)))
                 y = torch.from_numpy(data.test_labels[s:s + EVAL_BATCH_SIZE].astype(np.int64))
                 test_loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
                 test_correct += (logits.argmax(1) == y).sum().item()
         n_test = len(data.test_labels)
         row = dict(epoch=epoch + 1, train_loss=loss_sum / seen, train_acc=correct / seen,
                    test_loss=test_loss / n_test, test_acc=test_correct / n_test, lr=group["lr"],
-                   seconds=train_seconds, eval_seconds=time.perf_counter() - start,
+                   eval_weights="ema" if average else "raw", seconds=train_seconds,
+                   eval_seconds=time.perf_counter() - start,
                    images_per_second=seen / train_seconds)
         with open(os.path.join(args.out, "metrics.jsonl"), "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -114,7 +154,8 @@ def main(argv=None):
               f"({row['seconds']:.0f} s, {row['images_per_second']:.0f} img/s)", flush=True)
     with open(os.path.join(args.out, "versions.json"), "w") as f:
         json.dump(dict(torch=torch.__version__, efficientnet_pytorch=importlib.metadata.version("efficientnet_pytorch"),
-                       numpy=np.__version__, threads=args.threads, epochs=args.epochs), f)
+                       numpy=np.__version__, threads=args.threads, epochs=args.epochs, optimizer=recipe.optimizer,
+                       lr=recipe.lr, weight_decay=recipe.weight_decay, ema=recipe.ema), f)
 
 
 if __name__ == "__main__":

@@ -132,7 +132,8 @@ def test_the_default_recipe_from_scratch_is_adamw_with_the_average_and_from_imag
     (["--optimizer", "sgd"], ("sgd", 0.1, 5e-4, 0.9999)),              # the rate and decay follow the optimizer
     (["--optimizer", "rmsprop", "--no-ema"], ("rmsprop", 0.008, 1e-5, None)),
     (["--lr", "0.01", "--weight-decay", "0", "--ema", "0.99"], ("adamw", 0.01, 0.0, 0.99)),   # given: kept
-    (["--variant", "lite0", "--pretrained", "--optimizer", "rmsprop", "--ema", "0.999"], ("rmsprop", 0.003, 1e-5, 0.999)),
+    (["--variant", "lite0", "--pretrained", "--optimizer", "rmsprop", "--ema", "0.999"],
+     ("rmsprop", 0.003, 1e-5, 0.999)),
 ])
 def test_a_flag_given_is_kept_and_the_rest_follow_it(flags, expected):
     args = train.fill_recipe_defaults(train.parse_args(flags))

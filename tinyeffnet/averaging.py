@@ -32,6 +32,11 @@ from tinyeffnet.backend import backend_of
 DECAY = 0.9999   # the paper's moving-average decay
 
 
+def warmed_up_decay(decay, t):
+    """d_t = min(decay, (1 + t) / (10 + t)) of update t (1, 2, 3, …)."""
+    return min(decay, (1 + t) / (10 + t))
+
+
 def averaged_slots(model):
     """Where each floating-point parameter and buffer of ``model`` lives: ``(name, dict, key)`` with
     ``dict[key]`` the array. The dicts are the layers' own, so an array a layer replaces (batch norm's running
@@ -62,8 +67,7 @@ class WeightAverage:
 
     def current_decay(self):
         """d_t of the next update: min(decay, (1 + t) / (10 + t)) with t counting that update."""
-        t = self.t + 1
-        return min(self.decay, (1 + t) / (10 + t))
+        return warmed_up_decay(self.decay, self.t + 1)
 
     def update(self):
         """Average in the model's current arrays; call once after each optimiser step."""

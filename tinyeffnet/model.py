@@ -51,9 +51,8 @@ def initialise(model, scheme, rng):
     Measured on the shared CIFAR-10 copy (2026-12-02, this code, one thread each): ``python -m tinyeffnet.train
     --phi 0 --dataset cifar10 --subset 5000 --epochs 2 --optimizer sgd --no-ema --init paper`` (otherwise the
     recipe's defaults) ends at 9.94 % test accuracy on the 10,000 test images, the same with ``--init stable``
-    at 26.92 %. The first
-    step's loss on the synthetic set with a tiny network (``tests/test_recipe.py``, five seeds):
-    1.43–1.70 · ln K with "paper", 1.01–1.07 · ln K with "stable"."""
+    at 26.92 %. The first step's loss on the synthetic set with a tiny network (``tests/test_recipe.py``, five
+    seeds): 1.43–1.70 · ln K with "paper", 1.01–1.07 · ln K with "stable"."""
     if scheme not in INITS:
         raise ValueError(f"unknown initialisation {scheme!r}; choose one of {', '.join(INITS)}")
     if scheme == "paper":

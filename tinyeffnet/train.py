@@ -485,7 +485,8 @@ def print_plan(args, config, model, data, run_dir, start):
     print(f"          init {config.init}; each epoch evaluates {evaluated}"
           f"{', also with mirrored images (TTA)' if args.tta else ''}")
     if is_default_recipe(args):
-        print(f"          why: the default from scratch, {OPTIMIZERS[args.optimizer].__name__} with the moving average, "
+        name = OPTIMIZERS[args.optimizer].__name__
+        print(f"          why: the default from scratch, {name} with the moving average, "
               "learned fastest of the recipes measured on CIFAR-10 (README, \"CIFAR-10 results\"); the recipe of "
               "the README's earlier SGD runs: --optimizer sgd --no-ema --init paper")
     print(f"          {regularization_note(args)}")

@@ -15,8 +15,9 @@ schedule are tinyeffnet's own functions, and the constants are ``tinyeffnet.trai
 (``fill_recipe_defaults``): the optimizer (torch's SGD with Nesterov momentum, or its AdamW, whose decoupled
 decay θ ← θ·(1 − lr·λ) is tinyeffnet's), weight decay on weights only, and the moving average of every
 floating-point parameter and batch-norm statistic with tinyeffnet's warm-up (``tinyeffnet.averaging``),
-which each epoch then evaluates. What differs is the model (the reference's B0, with its own initialisation, batch-norm momentum 0.01 in PyTorch's sense =
-0.99 in the paper's, dropout 0.2 and drop connect 0.2) and the engine; and there is no batch-norm
+which each epoch then evaluates. What differs is the model (the reference's B0, with its own initialisation,
+batch-norm momentum 0.01 in PyTorch's sense = 0.99 in the paper's, dropout 0.2 and drop connect 0.2) and the
+engine; and there is no batch-norm
 recalibration before the early evaluations (``tinyeffnet.engine`` recalibrates during the first ~1,000
 steps, the averaged network's statistics too when it evaluates the average), so only the later test accuracies
 compare.
@@ -36,6 +37,7 @@ import time
 import numpy as np
 
 from tinyeffnet import data as datasets
+from tinyeffnet.averaging import warmed_up_decay
 from tinyeffnet.cli import make_parser, non_negative_int, positive_int, run_cli
 from tinyeffnet.engine import EVAL_BATCH_SIZE, augmented_batch, optimizer_settings
 from tinyeffnet.errors import TinyEffNetError
@@ -43,12 +45,13 @@ from tinyeffnet.optim import learning_rate
 from tinyeffnet.train import DEFAULT_OPTIMIZER, fill_recipe_defaults, parse_args as tinyeffnet_arguments, prepare_data
 
 
-TORCH_OPTIMIZERS = ("sgd", "adamw")      # RMSProp is left out: torch's adds ε outside the square root, TensorFlow's inside
+# RMSProp is left out: torch's adds ε outside the square root, TensorFlow's (tinyeffnet's) inside
+TORCH_OPTIMIZERS = ("sgd", "adamw")
 
 
 class Average:
     """tinyeffnet's moving average (``tinyeffnet.averaging``) of a torch model: a copy whose floating-point
-    parameters and buffers follow avg ← d_t·avg + (1 − d_t)·x after each step, d_t = min(decay, (1 + t) / (10 + t))."""
+    parameters and buffers follow avg ← d_t·avg + (1 − d_t)·x after each step, with the same warm-up d_t."""
 
     def __init__(self, model, decay):
         self.model, self.decay, self.t = copy.deepcopy(model), decay, 0
@@ -56,7 +59,7 @@ class Average:
     def update(self, model):
         import torch
         self.t += 1
-        d = min(self.decay, (1 + self.t) / (10 + self.t))
+        d = warmed_up_decay(self.decay, self.t)
         with torch.no_grad():
             for avg, x in zip(self.model.state_dict().values(), model.state_dict().values()):
                 if avg.is_floating_point():
@@ -71,7 +74,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=non_negative_int, default=0, help="shuffling and augmentation, as tinyeffnet's")
     parser.add_argument("--subset", type=positive_int, help="first N training and test images only (a quick check)")
     parser.add_argument("--out", required=True, help="a new or empty folder for metrics.jsonl and versions.json")
-    parser.add_argument("--optimizer", choices=TORCH_OPTIMIZERS, help=f"as tinyeffnet.train's (default: {DEFAULT_OPTIMIZER})")
+    parser.add_argument("--optimizer", choices=TORCH_OPTIMIZERS,
+                        help=f"as tinyeffnet.train's (default: {DEFAULT_OPTIMIZER})")
     parser.add_argument("--no-ema", action="store_true", help="as tinyeffnet.train's: evaluate the weights trained")
     args = parser.parse_args(argv)
     if os.path.isdir(args.out) and os.listdir(args.out):
@@ -97,10 +101,12 @@ def main(argv=None):
     decay = [p for p in model.parameters() if p.ndim > 1]          # conv and dense weights, as tinyeffnet
     no_decay = [p for p in model.parameters() if p.ndim <= 1]      # batch norm and biases
     groups = [dict(params=decay, weight_decay=recipe.weight_decay), dict(params=no_decay, weight_decay=0.0)]
+    hyper = optimizer_settings(recipe)                             # tinyeffnet's, by its classes' names
     if recipe.optimizer == "sgd":
-        optimizer = torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
+        optimizer = torch.optim.SGD(groups, lr=recipe.lr, momentum=hyper["momentum"], nesterov=hyper["nesterov"])
     elif recipe.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(groups, lr=recipe.lr, betas=tuple(recipe.betas), eps=optimizer_settings(recipe)["epsilon"])
+        optimizer = torch.optim.AdamW(groups, lr=recipe.lr, betas=(hyper["beta1"], hyper["beta2"]),
+                                      eps=hyper["epsilon"])
     else:
         raise TinyEffNetError(f"no torch optimizer for {recipe.optimizer}; give --optimizer with one of "
                               f"{', '.join(TORCH_OPTIMIZERS)}")
@@ -138,7 +144,8 @@ def main(argv=None):
         test_loss = test_correct = 0.0
         with torch.inference_mode():
             for s in range(0, len(data.test_labels), EVAL_BATCH_SIZE):
-                logits = evaluated(nchw(datasets.normalize(data.test_images[s:s + EVAL_BATCH_SIZE], data.mean, data.std)))
+                images = datasets.normalize(data.test_images[s:s + EVAL_BATCH_SIZE], data.mean, data.std)
+                logits = evaluated(nchw(images))
                 y = torch.from_numpy(data.test_labels[s:s + EVAL_BATCH_SIZE].astype(np.int64))
                 test_loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
                 test_correct += (logits.argmax(1) == y).sum().item()

@@ -202,7 +202,7 @@ model = EfficientNet(ModelConfig(**{config}), seed=world.rank)          # rank 0
 world.broadcast(model)
 batch = np.load(sys.argv[1])
 sgd = SGD(model.named_parameters(), model.named_grads(), lr=0.0, momentum=0.0, weight_decay=0.0)
-loss, correct = engine.train_step(model, sgd, batch["x"], batch["y"], lr=0.0, world=world)
+loss, correct, _ = engine.train_step(model, sgd, batch["x"], batch["y"], lr=0.0, world=world)
 if world.is_main:
     np.savez(sys.argv[2], loss=loss, correct=correct, **{{"grad:" + k: v for k, v in sgd.grads.items()}},
              **{{"buffer:" + k: v for k, v in model.named_buffers().items()}})
@@ -213,7 +213,7 @@ def shard_step(x, y, begin, end):
     """One process's gradients and running statistics on rows [begin, end), and its loss and correct count."""
     model = EfficientNet(CONFIG, seed=0)
     sgd = SGD(model.named_parameters(), model.named_grads(), lr=0.0, momentum=0.0, weight_decay=0.0)
-    loss, correct = engine.train_step(model, sgd, x[begin:end], y[begin:end], lr=0.0)
+    loss, correct, _ = engine.train_step(model, sgd, x[begin:end], y[begin:end], lr=0.0)
     return loss, correct, {k: g.copy() for k, g in sgd.grads.items()}, model.named_buffers()
 
 

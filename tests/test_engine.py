@@ -1,5 +1,6 @@
 """The engine's two seams for data-parallel training: the gradients pass through ``World.reduce_gradients``
-between backward and the update, and only the main process prints or writes the run folder."""
+between backward and the update, and only the main process prints or writes the run folder; and the gradient
+norm each step returns (before clipping) and each epoch's row reports."""
 
 import signal
 
@@ -47,6 +48,45 @@ def test_reduce_gradients_sees_the_gradients_between_backward_and_the_update():
     assert calls == [sorted(halved.named_grads())]
     for (name, a), b in zip(halved.named_parameters().items(), plain.named_parameters().values()):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9, err_msg=name)
+
+
+@pytest.mark.parametrize("clip", [None, 1e-3])
+def test_the_step_returns_the_gradient_norm_before_clipping(clip):
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((4, 16, 16, 3), dtype=np.float32), np.array([0, 1, 2, 1])
+    model = tiny_model()
+    sgd = SGD(model.named_parameters(), model.named_grads(), lr=0.0, momentum=0.0, weight_decay=0.0)
+    _, _, norm = engine.train_step(model, sgd, x, y, lr=0.0, clip_norm=clip)
+    after = np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in sgd.grads.values()))
+    reference = tiny_model()               # the same model and batch, never clipped: the norm before clipping
+    plain = SGD(reference.named_parameters(), reference.named_grads(), lr=0.0, momentum=0.0, weight_decay=0.0)
+    engine.train_step(reference, plain, x, y, lr=0.0)
+    before = np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in plain.grads.values()))
+    assert norm == pytest.approx(before, rel=1e-6) and before > 1e-2
+    assert after == pytest.approx(before if clip is None else clip, rel=1e-5)
+
+
+def test_each_epoch_reports_the_mean_and_largest_gradient_norm(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(signal, "signal", lambda *args: None)
+    args = train.parse_args([*TINY, "--out", str(tmp_path), "--batch-size", "32"])
+    train.fill_recipe_defaults(args)
+    config = build_config(args, num_classes=10)
+    norms = []
+    step = engine.train_step
+
+    def spy(*a, **k):
+        out = step(*a, **k)
+        norms.append(out[2])
+        return out
+
+    monkeypatch.setattr(engine, "train_step", spy)
+    trainer = engine.Trainer(args, config, train.prepare_data(args, config.resolution),
+                             EfficientNet(config, args.seed), str(tmp_path))
+    assert trainer.run() == 0
+    row = trainer.state.history[0]
+    assert len(norms) == 256 // 32 and len(set(norms)) > 1
+    assert row["grad_norm_mean"] == pytest.approx(np.mean(norms)) and row["grad_norm_max"] == max(norms)
+    assert f"grad norm {row['grad_norm_mean']:.3g} (max {row['grad_norm_max']:.3g})" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("rank", [0, 1])

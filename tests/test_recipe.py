@@ -247,7 +247,7 @@ def first_step_losses(init, seeds=range(3)):
     for seed in seeds:
         model = EfficientNet(config, seed)
         x, y, _ = engine.augmented_batch(data, seed, 0, 0, args.batch_size)
-        loss, _ = engine.train_step(model, SGD(model.named_parameters(), model.named_grads(), lr=0.1), x, y, 0.1)
+        loss, _, _ = engine.train_step(model, SGD(model.named_parameters(), model.named_grads(), lr=0.1), x, y, 0.1)
         losses.append(loss / math.log(K))
     return np.array(losses)
 

@@ -54,7 +54,7 @@ from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.files import atomic_write
 from tinyeffnet.kernels.loss import cross_entropy_forward
 from tinyeffnet.layers import recalibrate_batchnorm
-from tinyeffnet.optim import clip_grad_norm, hyper_parameters, learning_rate, make_optimizer
+from tinyeffnet.optim import clip_grad_norm, global_grad_norm, hyper_parameters, learning_rate, make_optimizer
 from tinyeffnet.plots import plot_curves
 from tinyeffnet.progress import Progress
 
@@ -145,7 +145,8 @@ class RunState:
     """Where training stands: saved in every checkpoint so a resumed run continues exactly."""
     epoch: int = 0                 # completed epochs
     step_in_epoch: int = 0         # completed steps of the current epoch
-    sums: dict = field(default_factory=lambda: dict(loss=0.0, correct=0, seen=0, seconds=0.0))
+    sums: dict = field(default_factory=lambda: dict(loss=0.0, correct=0, seen=0, seconds=0.0, steps=0,
+                                                    grad_norm=0.0, grad_norm_max=0.0))
     history: list = field(default_factory=list)
     best_acc: float = -1.0
 
@@ -200,8 +201,10 @@ def train_step(model, optimizer, x, y, lr, label_smoothing=0.0, clip_norm=None, 
     the label of the image that dominates each mix).
 
     x and y are host arrays; on a model moved to the GPU they are copied there, and only the loss and the
-    logits (N, K) come back. Returns ``(loss, correct)``; a loss that is not finite is returned before the
-    backward pass, with no parameter changed, so the caller can stop. With several processes (``world``) each
+    logits (N, K) come back. Returns ``(loss, correct, grad_norm)``, grad_norm the global norm ‖g‖ of the
+    (reduced) gradients before any clipping: the figure that shows an unstable step (``Trainer`` reports its
+    mean and maximum per epoch). A loss that is not finite is returned before the backward pass, as
+    ``(loss, 0, None)`` with no parameter changed, so the caller can stop. With several processes (``world``) each
     takes its rows of the batch, and the loss and count are the whole batch's."""
     model.train()
     model.zero_grad()
@@ -218,16 +221,18 @@ def train_step(model, optimizer, x, y, lr, label_smoothing=0.0, clip_norm=None, 
     correct = int(np.sum(np.argmax(backend.to_host(logits), axis=1) == y))
     loss, correct = world.batch_mean(loss, correct, len(y))
     if not np.isfinite(loss):
-        return loss, 0
+        return loss, 0, None
     model.backward(backward(probs, truth, label_smoothing))
     world.reduce_gradients(optimizer.grads, len(y), model.named_buffers())
     if clip_norm:                       # after the reduction: every process clips the same gradients
-        clip_grad_norm(optimizer.grads, clip_norm)
+        grad_norm = clip_grad_norm(optimizer.grads, clip_norm)
+    else:
+        grad_norm = global_grad_norm(optimizer.grads)
     optimizer.lr = lr
     optimizer.step()
     if average is not None:
         average.update()
-    return loss, correct
+    return loss, correct, grad_norm
 
 
 def evaluate(model, images, labels, mean, std, tta=False, batch_size=EVAL_BATCH_SIZE):
@@ -309,7 +314,7 @@ class Trainer:
                 lr = learning_rate(epoch * self.steps_per_epoch + st.step_in_epoch, self.total_steps, args.lr,
                                    self.warmup_steps)
                 self.world.seed_noise(self.model.noise_rng, args.seed, epoch, st.step_in_epoch)
-                loss, correct = self.step(x, y, lr, targets)
+                loss, correct, grad_norm = self.step(x, y, lr, targets)
                 if not np.isfinite(loss):
                     progress.close()
                     raise TinyEffNetError(
@@ -321,6 +326,9 @@ class Trainer:
                 s["correct"] += correct
                 s["seen"] += len(y)
                 s["seconds"] += time.perf_counter() - start
+                s["steps"] = s.get("steps", 0) + 1          # .get: a checkpoint written before these three
+                s["grad_norm"] = s.get("grad_norm", 0.0) + grad_norm
+                s["grad_norm_max"] = max(s.get("grad_norm_max", 0.0), grad_norm)
                 st.step_in_epoch += 1
                 progress.update(st.step_in_epoch, loss=f"{s['loss'] / s['seen']:.3f}",
                                 acc=f"{100 * s['correct'] / s['seen']:.1f}%", lr=f"{lr:.4f}",
@@ -387,17 +395,19 @@ class Trainer:
         stage = self.stage_fields(st.epoch)
         row = dict(epoch=st.epoch + 1, **stage, train_loss=s["loss"] / s["seen"], train_acc=s["correct"] / s["seen"],
                    **figures, lr=lr, seconds=s["seconds"], eval_seconds=time.perf_counter() - start,
-                   images_per_second=s["seen"] / s["seconds"])
+                   images_per_second=s["seen"] / s["seconds"], **gradient_fields(s))
         st.history.append(row)
         st.epoch, st.step_in_epoch = st.epoch + 1, 0
         st.sums = RunState().sums
         which = " (EMA)" if row["eval_weights"] == "ema" else ""
         tta = f" (TTA {100 * row['test_acc_tta']:.2f}%)" if "test_acc_tta" in row else ""
         size = f" ({row['image_size']}×{row['image_size']})" if stage else ""
+        grads = (f" | grad norm {row['grad_norm_mean']:.3g} (max {row['grad_norm_max']:.3g})"
+                 if "grad_norm_mean" in row else "")
         self.world.print(f"epoch {row['epoch']}: train{size} loss {row['train_loss']:.4f} acc "
                          f"{100 * row['train_acc']:.2f}% | test{which} loss {row['test_loss']:.4f} acc "
                          f"{100 * row['test_acc']:.2f}%{tta} | {row['seconds']:.0f} s, "
-                         f"{row['images_per_second']:.0f} img/s", flush=True)
+                         f"{row['images_per_second']:.0f} img/s{grads}", flush=True)
         if self.world.is_main:
             write_metrics(self.run_dir, st.history)
         if row["test_acc"] > st.best_acc:
@@ -496,6 +506,14 @@ class Trainer:
             part.load_state_dict(snapshot)
         self.model.noise_rng.bit_generator.state = rng_state
         return seconds
+
+
+def gradient_fields(sums):
+    """The epoch's gradient norms for its row: {"grad_norm_mean", "grad_norm_max"}, ‖g‖ before clipping, over the
+    steps the sums hold (after a resume from a checkpoint older than these fields, the steps since; none: {})."""
+    if not sums.get("steps"):
+        return {}
+    return dict(grad_norm_mean=sums["grad_norm"] / sums["steps"], grad_norm_max=sums["grad_norm_max"])
 
 
 def write_metrics(run_dir, history):

@@ -76,7 +76,7 @@ def test_the_plan_names_the_optimizer_and_its_numbers(tmp_path, capsys):
                        "--no-ema", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert ("recipe    RMSProp lr 0.016 (warm-up 1.0 epochs, cosine decay), decay 0.9, momentum 0.9, epsilon 0.001, "
-            "weight decay 1e-05, batch 64") in out
+            "weight decay 1e-05, no gradient clipping, batch 64") in out
     assert "init stable; each epoch evaluates the weights trained\n" in out
     assert "why:" not in out                        # said of the default recipe only
 
@@ -119,35 +119,43 @@ def test_a_checkpoint_from_before_the_new_flags_resumes_as_sgd(tmp_path, monkeyp
 
 
 # --- the default recipe ----------------------------------------------------------------------------------------
-def test_the_default_recipe_from_scratch_is_adamw_with_the_average_and_from_imagenet_sgd_without():
+def test_the_default_recipe_from_scratch_is_clipped_adamw_with_the_average_and_from_imagenet_sgd_without():
     scratch = train.fill_recipe_defaults(train.parse_args([]))
-    assert (scratch.optimizer, scratch.lr, scratch.weight_decay, scratch.ema) == ("adamw", 0.003, 0.05, 0.9999)
+    assert (scratch.optimizer, scratch.lr, scratch.weight_decay, scratch.ema, scratch.clip_grad_norm) == (
+        "adamw", 0.003, 0.05, 0.9999, 1.0)
     assert scratch.epochs == train.DEFAULT_EPOCHS
     pretrained = train.fill_recipe_defaults(train.parse_args(["--variant", "lite0", "--pretrained"]))
-    assert (pretrained.optimizer, pretrained.lr, pretrained.weight_decay, pretrained.ema) == (
-        "sgd", train.PRETRAINED_LR, 5e-4, None)
+    assert (pretrained.optimizer, pretrained.lr, pretrained.weight_decay, pretrained.ema,
+            pretrained.clip_grad_norm) == ("sgd", train.PRETRAINED_LR, 5e-4, None, None)
 
 
 @pytest.mark.parametrize("flags, expected", [
-    (["--optimizer", "sgd"], ("sgd", 0.1, 5e-4, 0.9999)),              # the rate and decay follow the optimizer
-    (["--optimizer", "rmsprop", "--no-ema"], ("rmsprop", 0.008, 1e-5, None)),
-    (["--lr", "0.01", "--weight-decay", "0", "--ema", "0.99"], ("adamw", 0.01, 0.0, 0.99)),   # given: kept
+    (["--optimizer", "sgd"], ("sgd", 0.1, 5e-4, 0.9999, None)),   # the rate, decay and clip follow the optimizer
+    (["--optimizer", "rmsprop", "--no-ema"], ("rmsprop", 0.008, 1e-5, None, None)),
+    (["--lr", "0.01", "--weight-decay", "0", "--ema", "0.99", "--clip-grad-norm", "5"],
+     ("adamw", 0.01, 0.0, 0.99, 5.0)),                                                    # given: kept
+    (["--no-clip"], ("adamw", 0.003, 0.05, 0.9999, None)),
+    (["--optimizer", "sgd", "--clip-grad-norm", "2"], ("sgd", 0.1, 5e-4, 0.9999, 2.0)),
     (["--variant", "lite0", "--pretrained", "--optimizer", "rmsprop", "--ema", "0.999"],
-     ("rmsprop", 0.003, 1e-5, 0.999)),
+     ("rmsprop", 0.003, 1e-5, 0.999, None)),
 ])
 def test_a_flag_given_is_kept_and_the_rest_follow_it(flags, expected):
     args = train.fill_recipe_defaults(train.parse_args(flags))
-    assert (args.optimizer, args.lr, args.weight_decay, args.ema) == expected
+    assert (args.optimizer, args.lr, args.weight_decay, args.ema, args.clip_grad_norm) == expected
 
 
 def test_the_plan_says_the_default_recipe_and_why(tmp_path, capsys):
     assert train.main([*TINY, "--epochs", "1", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "recipe    AdamW lr 0.003 (warm-up 1.0 epochs, cosine decay)" in out and "weight decay 0.05," in out
+    assert "gradients clipped to norm 1.0," in out
     assert "each epoch evaluates their moving average (EMA, decay 0.9999)" in out
     assert "why: the default from scratch" in out and "--optimizer sgd --no-ema --init paper" in out
     assert train.main([*TINY, "--epochs", "1", "--lr", "0.001", "--out", str(tmp_path / "other-rate")]) == 0
     assert "why:" not in capsys.readouterr().out              # a recipe of one's own needs no reason
+    assert train.main([*TINY, "--epochs", "1", "--no-clip", "--out", str(tmp_path / "unclipped")]) == 0
+    out = capsys.readouterr().out
+    assert "no gradient clipping," in out and "why:" not in out
     assert metrics(tmp_path)[0]["eval_weights"] == "ema"
     assert json.loads((tmp_path / "config.json").read_text())["args"]["optimizer"] == "adamw"
 
@@ -229,6 +237,7 @@ def test_bad_recipe_numbers_are_refused_by_the_parser(flags, message, tmp_path, 
 @pytest.mark.parametrize("flags, message", [
     (["--ema", "0"], "--ema must be a decay in (0, 1)"),
     (["--ema", "0.9", "--no-ema"], "--no-ema turns the moving average off, but --ema 0.9 asks for one"),
+    (["--clip-grad-norm", "2", "--no-clip"], "--no-clip turns gradient clipping off, but --clip-grad-norm 2.0 asks"),
     (["--tta", "--freeze-body"], "--tta flips test images, but --freeze-body evaluates features"),
 ])
 def test_bad_recipe_flags_say_which(flags, message, tmp_path):

@@ -13,7 +13,8 @@ The recipe is the same by construction, not by copy: the data (``train.prepare_d
 (``engine.augmented_batch``: the same order, crops and flips for the same seed) and the learning-rate
 schedule are tinyeffnet's own functions, and the constants are ``tinyeffnet.train``'s defaults
 (``fill_recipe_defaults``): the optimizer (torch's SGD with Nesterov momentum, or its AdamW, whose decoupled
-decay θ ← θ·(1 − lr·λ) is tinyeffnet's), weight decay on weights only, and the moving average of every
+decay θ ← θ·(1 − lr·λ) is tinyeffnet's), weight decay on weights only, the gradients clipped to the same global
+norm (AdamW's default, ``DEFAULT_CLIP_GRAD_NORM``), and the moving average of every
 floating-point parameter and batch-norm statistic with tinyeffnet's warm-up (``tinyeffnet.averaging``),
 which each epoch then evaluates. What differs is the model (the reference's B0, with its own initialisation,
 batch-norm momentum 0.01 in PyTorch's sense = 0.99 in the paper's, dropout 0.2 and drop connect 0.2) and the
@@ -77,13 +78,15 @@ def main(argv=None):
     parser.add_argument("--optimizer", choices=TORCH_OPTIMIZERS,
                         help=f"as tinyeffnet.train's (default: {DEFAULT_OPTIMIZER})")
     parser.add_argument("--no-ema", action="store_true", help="as tinyeffnet.train's: evaluate the weights trained")
+    parser.add_argument("--no-clip", action="store_true", help="as tinyeffnet.train's: no gradient clipping")
     args = parser.parse_args(argv)
     if os.path.isdir(args.out) and os.listdir(args.out):
         raise TinyEffNetError(f"--out {args.out} is not empty: give a new folder, so that one run's epochs are not "
                               "mixed with another's")
     subset = ["--subset", str(args.subset), "--test-subset", str(args.subset)] if args.subset else []
     flags = [*(["--data-dir", args.data_dir] if args.data_dir else []), *subset,
-             *(["--optimizer", args.optimizer] if args.optimizer else []), *(["--no-ema"] if args.no_ema else [])]
+             *(["--optimizer", args.optimizer] if args.optimizer else []), *(["--no-ema"] if args.no_ema else []),
+             *(["--no-clip"] if args.no_clip else [])]
     recipe = fill_recipe_defaults(tinyeffnet_arguments(flags))
 
     try:
@@ -133,6 +136,8 @@ def main(argv=None):
             logits = model(x)
             loss = loss_fn(logits, y)
             loss.backward()
+            if recipe.clip_grad_norm:                          # the global norm over every parameter, as tinyeffnet
+                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_grad_norm)
             optimizer.step()
             if average:
                 average.update(model)
@@ -162,7 +167,8 @@ def main(argv=None):
     with open(os.path.join(args.out, "versions.json"), "w") as f:
         json.dump(dict(torch=torch.__version__, efficientnet_pytorch=importlib.metadata.version("efficientnet_pytorch"),
                        numpy=np.__version__, threads=args.threads, epochs=args.epochs, optimizer=recipe.optimizer,
-                       lr=recipe.lr, weight_decay=recipe.weight_decay, ema=recipe.ema), f)
+                       lr=recipe.lr, weight_decay=recipe.weight_decay, ema=recipe.ema,
+                       clip_grad_norm=recipe.clip_grad_norm), f)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ import signal
 import numpy as np
 import pytest
 
-from tinyeffnet import engine, train
+from tinyeffnet import engine, optim, train
 from tinyeffnet.cli import build_config
+from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.model import EfficientNet
 from tinyeffnet.optim import SGD
 from tinyeffnet.scaling import ModelConfig
@@ -64,6 +65,24 @@ def test_the_step_returns_the_gradient_norm_before_clipping(clip):
     before = np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in plain.grads.values()))
     assert norm == pytest.approx(before, rel=1e-6) and before > 1e-2
     assert after == pytest.approx(before if clip is None else clip, rel=1e-5)
+
+
+def test_a_gradient_norm_that_is_not_finite_stops_the_run_before_the_update(tmp_path, monkeypatch):
+    for module in (engine, optim):                 # the norm of an unclipped step, and clip_grad_norm's
+        monkeypatch.setattr(module, "global_grad_norm", lambda grads: float("inf"))
+    model = tiny_model()
+    before = {name: p.copy() for name, p in model.named_parameters().items()}
+    sgd = SGD(model.named_parameters(), model.named_grads(), lr=0.1)
+    x, y = np.random.default_rng(2).standard_normal((4, 16, 16, 3), dtype=np.float32), np.array([0, 1, 2, 1])
+    loss, _, norm = engine.train_step(model, sgd, x, y, lr=0.1)
+    assert np.isfinite(loss) and norm == float("inf")
+    for name, p in model.named_parameters().items():
+        np.testing.assert_array_equal(p, before[name], err_msg=name)
+    monkeypatch.setattr(signal, "signal", lambda *args: None)
+    with pytest.raises(TinyEffNetError, match=r"the gradient norm became inf at epoch 1, step 1; stopped without "
+                                              r"saving\..*Try a lower --lr \(now 0\.003\) or a lower "
+                                              r"--clip-grad-norm \(now 1\)"):
+        train.main([*TINY, "--out", str(tmp_path / "r")])
 
 
 def test_each_epoch_reports_the_mean_and_largest_gradient_norm(tmp_path, monkeypatch, capsys):

@@ -9,8 +9,9 @@
     python -m tinyeffnet.bench --json                # one JSON object instead of text
 
 **Model.** Every measurement runs in a fresh process (a "worker"), so memory and start-up are those of a
-run that does only that: training is a full step at batch 128 (forward, loss, backward, SGD update with the
-training command's recipe; see ``tinyeffnet.engine.train_step``), inference an eval-mode forward at batch
+run that does only that: training is a full step at batch 128 (forward, loss, backward, the gradient norm,
+an SGD update with SGD's default weight decay, without clipping or averaging; see
+``tinyeffnet.engine.train_step``), inference an eval-mode forward at batch
 256; images/s is the batch divided by the median step time after warm-up steps. Peak memory is the training
 worker's peak resident set. "First step" is the wall time from launching a worker until its first training
 step has finished: *cold* with an empty Numba cache (every kernel compiled), *warm* with the cache the cold

@@ -204,7 +204,8 @@ def train_step(model, optimizer, x, y, lr, label_smoothing=0.0, clip_norm=None, 
     logits (N, K) come back. Returns ``(loss, correct, grad_norm)``, grad_norm the global norm ‖g‖ of the
     (reduced) gradients before any clipping: the figure that shows an unstable step (``Trainer`` reports its
     mean and maximum per epoch). A loss that is not finite is returned before the backward pass, as
-    ``(loss, 0, None)`` with no parameter changed, so the caller can stop. With several processes (``world``) each
+    ``(loss, 0, None)``, and a norm that is not finite before the update, in both cases with no parameter
+    changed, so the caller can stop. With several processes (``world``) each
     takes its rows of the batch, and the loss and count are the whole batch's."""
     model.train()
     model.zero_grad()
@@ -228,6 +229,8 @@ def train_step(model, optimizer, x, y, lr, label_smoothing=0.0, clip_norm=None, 
         grad_norm = clip_grad_norm(optimizer.grads, clip_norm)
     else:
         grad_norm = global_grad_norm(optimizer.grads)
+    if not np.isfinite(grad_norm):      # overflowed: leave the parameters as they are, for the caller to stop
+        return loss, correct, grad_norm
     optimizer.lr = lr
     optimizer.step()
     if average is not None:
@@ -315,20 +318,23 @@ class Trainer:
                                    self.warmup_steps)
                 self.world.seed_noise(self.model.noise_rng, args.seed, epoch, st.step_in_epoch)
                 loss, correct, grad_norm = self.step(x, y, lr, targets)
-                if not np.isfinite(loss):
+                if not (np.isfinite(loss) and np.isfinite(grad_norm)):
                     progress.close()
+                    what = f"training loss became {loss}" if grad_norm is None else f"gradient norm became {grad_norm}"
+                    clip = (f"a lower --clip-grad-norm (now {args.clip_grad_norm:g})" if args.clip_grad_norm
+                            else "--clip-grad-norm 1")
                     raise TinyEffNetError(
-                        f"the training loss became {loss} at epoch {epoch + 1}, step {st.step_in_epoch + 1}; "
-                        f"stopped without saving. The last good checkpoint is {self.run_dir}/latest.npz (if any). "
-                        f"Try a lower --lr (now {args.lr}) or --clip-grad-norm 5.")
+                        f"the {what} at epoch {epoch + 1}, step {st.step_in_epoch + 1}; stopped without saving. "
+                        f"The last good checkpoint is {self.run_dir}/latest.npz (if any). Try a lower --lr "
+                        f"(now {args.lr:g}) or {clip}.")
                 s = st.sums
                 s["loss"] += loss * len(y)
                 s["correct"] += correct
                 s["seen"] += len(y)
                 s["seconds"] += time.perf_counter() - start
-                s["steps"] = s.get("steps", 0) + 1          # .get: a checkpoint written before these three
-                s["grad_norm"] = s.get("grad_norm", 0.0) + grad_norm
-                s["grad_norm_max"] = max(s.get("grad_norm_max", 0.0), grad_norm)
+                s["steps"] += 1
+                s["grad_norm"] += grad_norm
+                s["grad_norm_max"] = max(s["grad_norm_max"], grad_norm)
                 st.step_in_epoch += 1
                 progress.update(st.step_in_epoch, loss=f"{s['loss'] / s['seen']:.3f}",
                                 acc=f"{100 * s['correct'] / s['seen']:.1f}%", lr=f"{lr:.4f}",

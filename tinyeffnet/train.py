@@ -118,10 +118,6 @@ def parse_args(argv=None):
                    help="epochs of linear warm-up to the peak learning rate")
     t.add_argument("--label-smoothing", type=fraction, default=DEFAULT_LABEL_SMOOTHING,
                    help="ε in [0, 1): the target gives the label 1 − ε and spreads ε over all classes")
-    t.add_argument("--clip-grad-norm", type=positive_float,
-                   help="scale the gradients to at most this global norm before each update (default: the "
-                        f"optimizer's, {per_optimizer(DEFAULT_CLIP_GRAD_NORM)})")
-    t.add_argument("--no-clip", action="store_true", help="no gradient clipping, whatever the optimizer")
     t.add_argument("--seed", type=non_negative_int, default=0, help="shuffling, augmentation, initialisation, dropout")
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where the model trains (cuda: the numba.cuda kernels, on one GPU)")
@@ -145,7 +141,8 @@ def parse_args(argv=None):
 
 
 def add_recipe_arguments(parser):
-    """The optimiser and its hyper-parameters, weight averaging, test-time augmentation and the initialisation."""
+    """The optimiser and its hyper-parameters, gradient clipping, weight averaging, test-time augmentation and the
+    initialisation."""
     rmsprop, adamw = hyper_parameters("rmsprop"), hyper_parameters("adamw")
     r = parser.add_argument_group("optimiser, weight averaging, evaluation and initialisation")
     r.add_argument("--optimizer", choices=list(OPTIMIZERS),
@@ -159,6 +156,10 @@ def add_recipe_arguments(parser):
                    metavar=("BETA1", "BETA2"), help="AdamW's decays β1, β2 of the gradient's mean and mean square")
     r.add_argument("--eps", type=positive_float, help=f"ε of RMSProp and AdamW (default: {rmsprop['epsilon']:g} for rmsprop, "
                    f"{adamw['epsilon']:g} for adamw)")
+    r.add_argument("--clip-grad-norm", type=positive_float,
+                   help="scale the gradients to at most this global norm before each update (default: the "
+                        f"optimizer's, {per_optimizer(DEFAULT_CLIP_GRAD_NORM)})")
+    r.add_argument("--no-clip", action="store_true", help="no gradient clipping, whatever the optimizer")
     r.add_argument("--ema", type=fraction, metavar="DECAY",
                    help="keep a moving average of the weights with this decay (warm-up min(DECAY, (1 + t) / (10 + t)) "
                         "at step t), evaluate it after each epoch and keep it in the checkpoints (default: "
@@ -214,8 +215,9 @@ def per_optimizer(values):
 
 def fill_recipe_defaults(args):
     """A new run's flags left unset take the recipe's defaults: from scratch DEFAULT_OPTIMIZER with the moving
-    average, from ImageNet weights (--pretrained) PRETRAINED_OPTIMIZER at PRETRAINED_LR without it; the rate and
-    the weight decay are the optimizer's (DEFAULT_LR, DEFAULT_WEIGHT_DECAY) unless given. ``args`` is changed and
+    average, from ImageNet weights (--pretrained) PRETRAINED_OPTIMIZER at PRETRAINED_LR without it; the rate, the
+    weight decay and the gradient clipping are the optimizer's (DEFAULT_LR, DEFAULT_WEIGHT_DECAY,
+    DEFAULT_CLIP_GRAD_NORM; --no-clip: none) unless given. ``args`` is changed and
     returned. A resumed run keeps the values it was started with."""
     if args.epochs is None:
         args.epochs = DEFAULT_EPOCHS
@@ -226,7 +228,7 @@ def fill_recipe_defaults(args):
     if args.weight_decay is None:
         args.weight_decay = DEFAULT_WEIGHT_DECAY[args.optimizer]
     if args.no_clip and args.clip_grad_norm is not None:
-        raise TinyEffNetError(f"--no-clip turns gradient clipping off, but --clip-grad-norm {args.clip_grad_norm} "
+        raise TinyEffNetError(f"--no-clip turns gradient clipping off, but --clip-grad-norm {args.clip_grad_norm:g} "
                               "asks for it; leave out one of them")
     if args.clip_grad_norm is None and not args.no_clip:
         args.clip_grad_norm = DEFAULT_CLIP_GRAD_NORM[args.optimizer]
@@ -352,8 +354,8 @@ def resume(args):
                               f"spread over its {count_epochs(saved['epochs'])}, and another total would move "
                               "them; resume it without --epochs")
     saved.update(resume=args.resume, epochs=args.epochs or saved["epochs"], data_dir=args.data_dir or saved["data_dir"])
-    state = RunState(training["epoch"], training["step_in_epoch"], training["sums"], training["history"],
-                     training["best_acc"])
+    sums = {**RunState().sums, **training["sums"]}     # a checkpoint older than the gradient norms' sums has none
+    state = RunState(training["epoch"], training["step_in_epoch"], sums, training["history"], training["best_acc"])
     stage = {key: training[key] for key in ("stage", "image_size") if key in training}
     return argparse.Namespace(**saved), Resumed(checkpoint, config, model_state, optimizer_state,
                                                 training["noise_rng"], state, stage)
@@ -497,7 +499,7 @@ def print_plan(args, config, model, data, run_dir, start):
     print(f"data      {args.dataset}: {len(data.train_images):,} training and {len(data.test_images):,} test "
           f"images from {data.source}")
     settings = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in optimizer_settings(args).items())
-    clip = f"gradients clipped to norm {args.clip_grad_norm}" if args.clip_grad_norm else "no gradient clipping"
+    clip = f"gradients clipped to norm {args.clip_grad_norm:g}" if args.clip_grad_norm else "no gradient clipping"
     print(f"recipe    {OPTIMIZERS[args.optimizer].__name__} lr {args.lr} (warm-up {args.warmup_epochs} epochs, cosine "
           f"decay), {settings}, {clip}, batch {args.batch_size}, label smoothing {args.label_smoothing}, dropout "
           f"{config.dropout}, drop connect {config.drop_connect}")

@@ -5,10 +5,8 @@ import numpy as np
 from PIL import Image
 
 from tinyeffnet.augment import rand_augment
-from tinyeffnet.plots import plot_accuracy_vs_time, plot_augmented_samples, plot_misclassified
-
-
-from tinyeffnet.plots import plot_accuracy_vs_time, plot_misclassified, plot_throughput_vs_resolution
+from tinyeffnet.plots import (plot_accuracy_vs_time, plot_augmented_samples, plot_misclassified,
+                              plot_throughput_vs_resolution)
 
 
 def test_misclassified_grid_shows_the_wrong_predictions(tmp_path):
@@ -34,8 +32,12 @@ def test_misclassified_grid_with_nothing_wrong(tmp_path):
 def test_accuracy_vs_time_writes_a_png(tmp_path):
     rows = [dict(epoch=e, seconds=60.0, eval_seconds=6.0, test_acc=0.1 * e) for e in (1, 2, 3)]
     path = tmp_path / "time.png"
-    plot_accuracy_vs_time({"a": rows, "b": rows[:2]}, path)
+    drawn = plot_accuracy_vs_time({"a": rows, "b": rows[:2]}, path)
     assert path.read_bytes().startswith(b"\x89PNG")
+    np.testing.assert_allclose(drawn["a"], [1.1, 2.2, 3.3])            # cumulative minutes, evaluation included
+    by_epoch = [{"epoch": e, "test_acc": 0.1 * e} for e in (1, 2, 3)]   # no timings: another machine's run
+    drawn = plot_accuracy_vs_time({"a": rows, "b": by_epoch}, tmp_path / "epoch.png", against="epoch")
+    assert [list(x) for x in drawn.values()] == [[1, 2, 3], [1, 2, 3]]
 
 
 def test_augmented_samples_show_each_image_then_randaugment_at_each_magnitude(tmp_path):

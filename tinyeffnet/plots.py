@@ -85,18 +85,27 @@ def plot_misclassified(images, labels, predictions, classes, path, count=24, col
     return wrong
 
 
-def plot_accuracy_vs_time(runs, path, title="test accuracy against training time"):
+def plot_accuracy_vs_time(runs, path, title="test accuracy against training time", against="minutes"):
     """runs: {label: the per-epoch rows of a run's ``metrics.jsonl``}. One line per run: test accuracy after
-    each epoch against the cumulative wall time of its training steps and evaluations, in minutes."""
+    each epoch against the cumulative wall time of its training steps and evaluations, in minutes, or with
+    ``against="epoch"`` against the epoch (rows then need only ``epoch`` and ``test_acc``: runs from different
+    machines compare). Returns {label: the x values drawn}."""
     fig, axes = new_figure(figsize=(6.5, 4))
     ax = axes[0, 0]
+    drawn = {}
     for label, history in runs.items():
-        minutes = np.cumsum([row["seconds"] + row.get("eval_seconds", 0.0) for row in history]) / 60
-        ax.plot(minutes, [100 * row["test_acc"] for row in history], "o-", label=label)
-    ax.set(xlabel="minutes (training steps + evaluation)", ylabel="test accuracy (%)", title=title)
+        if against == "epoch":
+            x = np.array([row["epoch"] for row in history])
+        else:
+            x = np.cumsum([row["seconds"] + row.get("eval_seconds", 0.0) for row in history]) / 60
+        ax.plot(x, [100 * row["test_acc"] for row in history], "o-", markersize=3, label=label)
+        drawn[label] = x
+    xlabel = "epoch" if against == "epoch" else "minutes (training steps + evaluation)"
+    ax.set(xlabel=xlabel, ylabel="test accuracy (%)", title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")          # the curves rise from the lower left and flatten at the top
     save_figure(fig, path)
+    return drawn
 
 
 def plot_augmented_samples(images, magnitudes, path, seed=0, title="RandAugment at several magnitudes"):

@@ -517,7 +517,7 @@ class Trainer:
 def gradient_fields(sums):
     """The epoch's gradient norms for its row: {"grad_norm_mean", "grad_norm_max"}, ‖g‖ before clipping, over the
     steps the sums hold (after a resume from a checkpoint older than these fields, the steps since; none: {})."""
-    if not sums.get("steps"):
+    if not sums["steps"]:
         return {}
     return dict(grad_norm_mean=sums["grad_norm"] / sums["steps"], grad_norm_max=sums["grad_norm_max"])
 

@@ -9,18 +9,20 @@ Shapes (NHWC)::
 Because NHWC keeps each pixel's channels contiguous, ``x`` reshapes for free into a matrix
 ``X = (N·H·W, C_in)`` and the convolution is one matrix product ``Y = X @ w``. That is matrix-shaped
 work, so it goes to NumPy's BLAS rather than to a Numba loop: BLAS blocks it for the caches and the SIMD
-units better than any loop written here. No padding and no stride: EfficientNet's 1×1 convolutions
-(MBConv expand and project, the head) all have stride 1.
+units better than any loop written here (``matmul.py`` splits a large product among the threads). No
+padding and no stride: EfficientNet's 1×1 convolutions (MBConv expand and project, the head) all have
+stride 1.
 
 Backward, with ``dY = ∂L/∂Y`` as a ``(N·H·W, C_out)`` matrix::
 
     dX = dY @ wᵀ        dw = Xᵀ @ dY
 
-(BLAS splits a product among threads by output blocks, so the result does not depend on the thread
-count.)
+(``matmul.py`` splits each product among threads by blocks of whole output elements: each element is the same
+sum whichever thread computes it.)
 """
 
 from ._checks import check_array, check_shape
+from .matmul import matmul, matmul_tn
 
 
 def _checked(x, w, check=check_array):
@@ -45,7 +47,7 @@ def pointwise_conv_forward(x, w):
 
     x: (N, H, W, C_in) float32/float64, w: (C_in, C_out) same dtype. Returns y: (N, H, W, C_out)."""
     x, w = _checked(x, w)
-    return (x.reshape(-1, x.shape[3]) @ w).reshape(x.shape[:3] + (w.shape[1],))
+    return matmul(x.reshape(-1, x.shape[3]), w).reshape(x.shape[:3] + (w.shape[1],))
 
 
 def pointwise_conv_backward(x, w, dy):
@@ -54,4 +56,4 @@ def pointwise_conv_backward(x, w, dy):
     dy: (N, H, W, C_out) in x's dtype. Returns ``(dx, dw)`` shaped like ``x`` and ``w``."""
     x, w, dy = _checked_backward(x, w, dy)
     x_rows, dy_rows = x.reshape(-1, x.shape[3]), dy.reshape(-1, w.shape[1])
-    return (dy_rows @ w.T).reshape(x.shape), x_rows.T @ dy_rows
+    return matmul(dy_rows, w.T).reshape(x.shape), matmul_tn(x_rows, dy_rows)

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tinyeffnet.kernels import elementwise
 
@@ -29,3 +31,18 @@ def test_mismatched_arguments_are_rejected():
         elementwise.add(np.zeros(3), np.zeros(4))
     with pytest.raises(TypeError, match="other inputs are float64"):
         elementwise.add_into(np.zeros(3), np.zeros(3, np.float32))
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=st.lists(st.integers(1, 9), min_size=1, max_size=4), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**16), scale=st.sampled_from([1e-3, 1.0, 1e3]))
+def test_sum_of_squares_matches_a_float64_sum(shape, dtype, seed, scale):
+    # The loop's SIMD lanes add in another order than a plain sum: equal to ~1e-15 relative, never a float32 sum.
+    a = (scale * np.random.default_rng(seed).standard_normal(shape)).astype(dtype)
+    expected = float(np.sum(a.astype(np.float64) ** 2))
+    assert elementwise.sum_of_squares(a) == pytest.approx(expected, rel=1e-13, abs=0)
+
+
+def test_sum_of_squares_accumulates_in_float64():
+    # 2^24 + 1 ones: a float32 running sum stops at 2^24 (1 + 2^24 rounds back to 2^24), float64 does not.
+    assert elementwise.sum_of_squares(np.ones(2**24 + 1, np.float32)) == 2**24 + 1

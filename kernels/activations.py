@@ -14,13 +14,17 @@ exponential is ``fastexp.exp``, which vectorises and is within 1 ulp of ``math.e
 dense grids); the σ it gives is within 2 ulp of a ``math.exp``-based σ in float64 and 3 ulp in float32,
 where the arithmetic stays in float32.
 
-Each rule is a small scalar function with its own three-line parallel loop over the flattened array.
-(A single loop taking the scalar function as an argument or closure would be shorter, but Numba cannot
-cache such a loop on disk, so it would recompile in every process.)
+Each rule is a small scalar function with its own three-line loop over the flattened array. (A single loop
+taking the scalar function as an argument or closure would be shorter, but Numba cannot cache such a loop on
+disk, so it would recompile in every process.) The loops run on one thread: in the network the standalone
+activations only see squeeze-and-excitation's pooled vectors (N, C), a few thousand values, where starting a
+parallel loop costs about what it saves, and compiling one costs three times a plain loop (a third of a
+second, each, of a fresh install's first step; ``tinyeffnet.warmup``). The feature maps' activations run
+fused into the batch norm before them (``batchnorm_act.py``), in parallel.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._checks import check_array, check_like
 from .fastexp import exp
@@ -79,39 +83,39 @@ def _sigmoid_derivative_from_output(y):
     return y * (1.0 - y)
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _swish_loop(x, y):
-    for i in prange(x.size):
+    for i in range(x.size):
         y[i] = _swish(x[i])
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _swish_backward_loop(x, dy, dx):
-    for i in prange(x.size):
+    for i in range(x.size):
         dx[i] = dy[i] * _swish_derivative(x[i])
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _sigmoid_loop(x, y):
-    for i in prange(x.size):
+    for i in range(x.size):
         y[i] = _sigmoid(x[i])
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _sigmoid_backward_loop(y, dy, dx):
-    for i in prange(y.size):
+    for i in range(y.size):
         dx[i] = dy[i] * _sigmoid_derivative_from_output(y[i])
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _relu6_loop(x, y):
-    for i in prange(x.size):
+    for i in range(x.size):
         y[i] = _relu6(x[i])
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _relu6_backward_loop(x, dy, dx):
-    for i in prange(x.size):
+    for i in range(x.size):
         dx[i] = dy[i] * _relu6_derivative(x[i])
 
 

@@ -21,9 +21,9 @@ The activations are ``activations.py``'s own scalar rules, σ included, so the f
 activations agree bitwise. σ's exponential, ``fastexp.exp``, is computed inside the loops: it is plain
 arithmetic that LLVM vectorises (``math.exp`` would be a scalar C call per element, ``np.exp`` a
 separate pass on one core). So the
-forward is one parallel pass over x, the backward's first pass computes g and its sums in one, and σ
-costs a few vector instructions per element, on every core. The arithmetic stays in x's dtype: float32
-in, float32 throughout.
+training forward reads x twice (once for μ and σ² together, ``_moments``, once to write z), evaluation
+once, the backward's first pass computes g and its sums in one, and σ costs a few vector instructions per
+element, on every core. The arithmetic stays in x's dtype: float32 in, float32 throughout.
 
 Loops run over rows (contiguous in memory, so the channel loop vectorises) instead of over channels.
 The per-channel sums are made deterministic and independent of the thread count by splitting the rows
@@ -51,26 +51,32 @@ def _block(k, rows):
 
 @njit(parallel=True, cache=True)
 def _moments(x, mean, var):
-    """mean[c] and biased var[c] of x (M, C) over M: two passes, float64 block sums."""
+    """mean[c] and biased var[c] of x (M, C) over M, in one pass over x.
+
+    The pass sums d = x − K and d² per channel, K = x[0] (the first row: the "shifted data" algorithm), in
+    float64 over ROW_BLOCKS fixed blocks of rows added in order; then mean = K + Σd / M and
+    var = Σd² / M − (Σd / M)². Without the shift that difference of two large sums would cancel when the mean
+    is far from zero (batch norm's inputs often are); with it, only when the first row is far from the mean in
+    units of σ: the relative error of var is about ε₆₄ · ((μ − K) / σ)², below float32's rounding unless x[0]
+    lies thousands of σ away."""
     rows, channels = x.shape
-    partial = np.zeros((ROW_BLOCKS, channels))
+    partial = np.zeros((ROW_BLOCKS, 2, channels))
     for k in prange(ROW_BLOCKS):
         start, stop = _block(k, rows)
         for m in range(start, stop):
             for c in range(channels):
-                partial[k, c] += x[m, c]
-    mu = partial.sum(axis=0) / rows
-    partial[:] = 0.0
-    for k in prange(ROW_BLOCKS):
-        start, stop = _block(k, rows)
-        for m in range(start, stop):
-            for c in range(channels):
-                d = x[m, c] - mu[c]
-                partial[k, c] += d * d
-    sq = partial.sum(axis=0)
+                d = np.float64(x[m, c]) - x[0, c]
+                partial[k, 0, c] += d
+                partial[k, 1, c] += d * d
+    sums = np.zeros((2, channels))
+    for k in range(ROW_BLOCKS):                         # the blocks' sums, added in order
+        for c in range(channels):
+            sums[0, c] += partial[k, 0, c]
+            sums[1, c] += partial[k, 1, c]
     for c in range(channels):
-        mean[c] = mu[c]
-        var[c] = sq[c] / rows
+        shift = sums[0, c] / rows
+        mean[c] = x[0, c] + shift
+        var[c] = max(sums[1, c] / rows - shift * shift, 0.0)
 
 
 @njit(cache=True, inline="always")
@@ -141,10 +147,16 @@ def _backward(x, scale, shift, mean, inv_std, dz, activation, dx, sums):
             for c in range(channels):
                 partial[k, 0, c] += dx[m, c]
                 partial[k, 1, c] += dx[m, c] * ((x[m, c] - mean[c]) * inv_std[c])
-    total = partial.sum(axis=0)
-    sums[:] = total
-    mean_g = (total[0] / rows).astype(x.dtype)
-    mean_gx = (total[1] / rows).astype(x.dtype)
+    sums[:] = 0.0
+    for k in range(ROW_BLOCKS):                         # the blocks' sums, added in order
+        for c in range(channels):
+            sums[0, c] += partial[k, 0, c]
+            sums[1, c] += partial[k, 1, c]
+    mean_g = np.empty(channels, x.dtype)
+    mean_gx = np.empty(channels, x.dtype)
+    for c in range(channels):
+        mean_g[c] = sums[0, c] / rows
+        mean_gx[c] = sums[1, c] / rows
     for m in prange(rows):                              # pass 2: dx = γ/σ · (g − mean(g) − x̂ · mean(g·x̂))
         for c in range(channels):
             xhat = (x[m, c] - mean[c]) * inv_std[c]

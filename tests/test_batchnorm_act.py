@@ -95,6 +95,15 @@ def test_float32_statistics_are_accumulated_in_float64():
     np.testing.assert_allclose(var, x64.var(axis=(0, 1, 2)), rtol=1e-6)
 
 
+def test_a_mean_far_from_zero_does_not_cancel_the_variance():
+    # One pass sums x − x[0] and its square: Σx² − (Σx)²/M itself would be 1e16-sized sums whose difference,
+    # M·σ² ≈ 4096, is below their float64 rounding.
+    x = 1e8 + np.random.default_rng(6).normal(0.0, 1.0, (16, 16, 16, 1))
+    _, mean, var = batchnorm_act_train_forward(x, np.ones(1), np.zeros(1), EPS, None)
+    np.testing.assert_allclose(mean, x.mean(axis=(0, 1, 2)), rtol=1e-15)
+    np.testing.assert_allclose(var, x.var(axis=(0, 1, 2)), rtol=1e-7)
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_results_do_not_depend_on_the_thread_count(activation):
     a = random_inputs((4, 9, 9, 5), seed=4, dtype=np.float32)

@@ -50,8 +50,22 @@ def _block(k, rows):
 
 
 @njit(parallel=True, cache=True)
-def _moments(x, mean, var):
-    """mean[c] and biased var[c] of x (M, C) over M, in one pass over x.
+def _shifted_sums(x, partial):
+    """partial[k] = (Σ d, Σ d²) over block k of ROW_BLOCKS blocks of rows of x (M, C), per channel, with
+    d = x − x[0]: in float64, one pass over x (see ``_moments``)."""
+    rows, channels = x.shape
+    for k in prange(ROW_BLOCKS):
+        partial[k] = 0.0
+        start, stop = _block(k, rows)
+        for m in range(start, stop):
+            for c in range(channels):
+                d = np.float64(x[m, c]) - x[0, c]
+                partial[k, 0, c] += d
+                partial[k, 1, c] += d * d
+
+
+def _moments(x):
+    """(mean, biased var) (C,) of x (M, C) over M, in x's dtype, from one pass over x.
 
     The pass sums d = x − K and d² per channel, K = x[0] (the first row: the "shifted data" algorithm), in
     float64 over ROW_BLOCKS fixed blocks of rows added in order; then mean = K + Σd / M and
@@ -59,24 +73,18 @@ def _moments(x, mean, var):
     is far from zero (batch norm's inputs often are); with it, only when the first row is far from the mean in
     units of σ: the relative error of var is about ε₆₄ · ((μ − K) / σ)², below float32's rounding unless x[0]
     lies thousands of σ away."""
-    rows, channels = x.shape
-    partial = np.zeros((ROW_BLOCKS, 2, channels))
-    for k in prange(ROW_BLOCKS):
-        start, stop = _block(k, rows)
-        for m in range(start, stop):
-            for c in range(channels):
-                d = np.float64(x[m, c]) - x[0, c]
-                partial[k, 0, c] += d
-                partial[k, 1, c] += d * d
-    sums = np.zeros((2, channels))
-    for k in range(ROW_BLOCKS):                         # the blocks' sums, added in order
-        for c in range(channels):
-            sums[0, c] += partial[k, 0, c]
-            sums[1, c] += partial[k, 1, c]
-    for c in range(channels):
-        shift = sums[0, c] / rows
-        mean[c] = x[0, c] + shift
-        var[c] = max(sums[1, c] / rows - shift * shift, 0.0)
+    partial = np.empty((ROW_BLOCKS, 2, x.shape[1]))
+    _shifted_sums(x, partial)
+    total, squares = _add_blocks(partial) / len(x)
+    return (x[0] + total).astype(x.dtype), np.maximum(squares - total * total, 0.0).astype(x.dtype)
+
+
+def _add_blocks(partial):
+    """Σ_k partial[k], the blocks added in order (the same sums for any thread count)."""
+    total = partial[0].copy()
+    for block in partial[1:]:
+        total += block
+    return total
 
 
 @njit(cache=True, inline="always")
@@ -131,36 +139,31 @@ def _forward(x, scale, shift, activation, z):
 
 
 @njit(parallel=True, cache=True)
-def _backward(x, scale, shift, mean, inv_std, dz, activation, dx, sums):
-    """dx (M, C) from dz, and sums[0] = Σ g, sums[1] = Σ g · x̂ per channel (float64)."""
+def _gradient_sums(x, scale, shift, mean, inv_std, dz, activation, g, partial):
+    """g = dz · act'(u) (M, C) and partial[k] = (Σ g, Σ g · x̂) over block k of the rows, per channel (float64)."""
     rows, channels = x.shape
-    partial = np.zeros((ROW_BLOCKS, 2, channels))
-    for k in prange(ROW_BLOCKS):                        # pass 1: g = dz · act'(u) into dx, and the sums
+    for k in prange(ROW_BLOCKS):
+        partial[k] = 0.0
         start, stop = _block(k, rows)
         for m in range(start, stop):
             if activation == SWISH:
-                _gradient_row(x, m, scale, shift, dz, SWISH, dx)
+                _gradient_row(x, m, scale, shift, dz, SWISH, g)
             elif activation == RELU6:
-                _gradient_row(x, m, scale, shift, dz, RELU6, dx)
+                _gradient_row(x, m, scale, shift, dz, RELU6, g)
             else:
-                _gradient_row(x, m, scale, shift, dz, IDENTITY, dx)
+                _gradient_row(x, m, scale, shift, dz, IDENTITY, g)
             for c in range(channels):
-                partial[k, 0, c] += dx[m, c]
-                partial[k, 1, c] += dx[m, c] * ((x[m, c] - mean[c]) * inv_std[c])
-    sums[:] = 0.0
-    for k in range(ROW_BLOCKS):                         # the blocks' sums, added in order
-        for c in range(channels):
-            sums[0, c] += partial[k, 0, c]
-            sums[1, c] += partial[k, 1, c]
-    mean_g = np.empty(channels, x.dtype)
-    mean_gx = np.empty(channels, x.dtype)
-    for c in range(channels):
-        mean_g[c] = sums[0, c] / rows
-        mean_gx[c] = sums[1, c] / rows
-    for m in prange(rows):                              # pass 2: dx = γ/σ · (g − mean(g) − x̂ · mean(g·x̂))
-        for c in range(channels):
+                partial[k, 0, c] += g[m, c]
+                partial[k, 1, c] += g[m, c] * ((x[m, c] - mean[c]) * inv_std[c])
+
+
+@njit(parallel=True, cache=True)
+def _input_gradient(x, scale, mean, inv_std, mean_g, mean_gx, g):
+    """g (M, C) ← dx = γ/σ · (g − mean(g) − x̂ · mean(g · x̂)), in place."""
+    for m in prange(x.shape[0]):
+        for c in range(x.shape[1]):
             xhat = (x[m, c] - mean[c]) * inv_std[c]
-            dx[m, c] = scale[c] * (dx[m, c] - mean_g[c] - xhat * mean_gx[c])
+            g[m, c] = scale[c] * (g[m, c] - mean_g[c] - xhat * mean_gx[c])
 
 
 def _check(x, eps, activation, check=check_array, **vectors):
@@ -185,9 +188,7 @@ def batchnorm_act_train_forward(x, gamma, beta, eps, activation):
     biased variance (C,), which the backward needs with x.
     """
     x, x2, (gamma, beta) = _check(x, eps, activation, gamma=gamma, beta=beta)
-    channels = x.shape[-1]
-    mean, var = np.empty(channels, x.dtype), np.empty(channels, x.dtype)
-    _moments(x2, mean, var)
+    mean, var = _moments(x2)
     scale, shift, _ = _scale_shift(gamma, beta, mean, var, eps)
     z = np.empty_like(x)
     _forward(x2, scale, shift, ACTIVATIONS[activation], z.reshape(x2.shape))
@@ -214,7 +215,10 @@ def batchnorm_act_train_backward(x, gamma, beta, mean, var, eps, dz, activation)
     dz = check_like("dz", dz, x)
     scale, shift, inv_std = _scale_shift(gamma, beta, mean, var, eps)
     dx = np.empty_like(x)
-    sums = np.empty((2, x.shape[-1]))
-    _backward(x2, scale, shift, mean, inv_std, dz.reshape(x2.shape), ACTIVATIONS[activation], dx.reshape(x2.shape),
-              sums)
+    dx2, partial = dx.reshape(x2.shape), np.empty((ROW_BLOCKS, 2, x2.shape[1]))
+    # pass 1: g = dz · act'(u) into dx, and its sums; pass 2: dx from g, in place
+    _gradient_sums(x2, scale, shift, mean, inv_std, dz.reshape(x2.shape), ACTIVATIONS[activation], dx2, partial)
+    sums = _add_blocks(partial)                       # (Σ g, Σ g · x̂) = (∂L/∂β, ∂L/∂γ)
+    mean_g, mean_gx = (sums / len(x2)).astype(x.dtype)
+    _input_gradient(x2, scale, mean, inv_std, mean_g, mean_gx, dx2)
     return dx, sums[1].astype(x.dtype), sums[0].astype(x.dtype)

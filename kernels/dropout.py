@@ -13,16 +13,17 @@ fixed mask and a test can reproduce it; applying a mask is a Numba loop.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._checks import FLOAT_DTYPES, check_array, check_like, check_shape
 from .scale import scale_rows
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _multiply(a, b, out):
-    """out[i] = a[i] · b[i] over flat arrays, in parallel."""
-    for i in prange(a.size):
+    """out[i] = a[i] · b[i] over flat arrays. One thread: dropout acts on the pooled features (N, F), where a
+    parallel loop's start would cost about what it saves."""
+    for i in range(a.size):
         out[i] = a[i] * b[i]
 
 

@@ -262,8 +262,10 @@ def worker(kind, batch, steps, warmup, variant=DEFAULT_MODELS[0], resolution=RES
     from tinyeffnet.optim import SGD
     from tinyeffnet.engine import train_step
     from tinyeffnet.distributed import make_world
+    from tinyeffnet.warmup import start
 
     world = make_world()                 # under mpiexec: this rank's share of the batch, gradients averaged
+    compiling = start("sgd") if world.size == 1 else None     # as the training command: on every core
     model = EfficientNet(bench_config(variant, resolution), dtype=DTYPE)
     world.broadcast(model)
     rng = np.random.default_rng(0)
@@ -279,6 +281,8 @@ def worker(kind, batch, steps, warmup, variant=DEFAULT_MODELS[0], resolution=RES
 
         def step():
             model.forward(x)
+    if compiling is not None:
+        compiling.finish()
     ranks = kind == "train" and world.size > 1
     reductions = time_reductions(world) if ranks else None
     times = []

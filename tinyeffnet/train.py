@@ -47,7 +47,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from tinyeffnet import data as datasets
-from tinyeffnet import progressive, transfer
+from tinyeffnet import progressive, transfer, warmup
 from tinyeffnet.augment import NUM_OPS, OPS
 from tinyeffnet.averaging import DECAY
 from tinyeffnet.cli import (add_model_arguments, build_config, fraction, make_parser, min_resolution,
@@ -425,7 +425,10 @@ def main(argv=None):
     created = outermost_missing(run_dir) if world.is_main else None
     for sig in EXIT_SIGNAL:        # until the trainer takes over, Ctrl-C stops at once
         signal.signal(sig, stop_now)
+    compiling = None
     try:                           # the run folder is created once the data and the model are ready
+        # the kernels compile on every core while the data loads (a fresh install's first run; later ones load them)
+        compiling = warmup.start(args.optimizer) if args.device == "cpu" and world.size == 1 else None
         data = prepare_data(args, None if args.freeze_body else config.resolution)
         if resumed is not None:
             model = EfficientNet(config, seed=args.seed)
@@ -443,8 +446,12 @@ def main(argv=None):
                        resumed.note(args.epochs) if resumed is not None else transfer_note(args, config))
         trainer = (transfer.LinearProbe if args.freeze_body else Trainer)(
             args, config, data, model, run_dir, resumed and resumed.state, resumed and resumed.optimizer_state, world)
+        if compiling is not None:
+            print_compiled(compiling.finish())
         print_estimate(args, trainer)
-    except BaseException as e:     # a failed start leaves no new folder behind
+    except BaseException as e:     # a failed start leaves no new folder (and no compiling process) behind
+        if compiling is not None:
+            compiling.cancel()
         if world.is_main:
             discard(created, run_dir)
         if not isinstance(e, Interrupted):
@@ -522,10 +529,16 @@ def print_plan(args, config, model, data, run_dir, start):
     print(f"run       {run_dir}", flush=True)
 
 
+def print_compiled(summary):
+    """The warm-up's line (``warmup.Summary``), when it compiled anything."""
+    if summary.compiled:
+        print(f"kernels   {summary.line()}", flush=True)
+
+
 def print_estimate(args, trainer):
     """Time one step (every process takes it) and print what the run will take (the main process)."""
     say = trainer.world.print
-    say("timing one step (the first call compiles the kernels; later runs reuse the cache)…", flush=True)
+    say("timing one step…", flush=True)
     steps = trainer.steps_per_epoch
     done = trainer.state.epoch * steps + trainer.state.step_in_epoch
     to_go = f"{count_epochs(args.epochs - trainer.state.epoch)} to go (plus evaluation)"

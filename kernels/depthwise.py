@@ -74,23 +74,24 @@ def depthwise_conv_backward(x, w, dy, stride, padding=SAME):
 
 @numba.njit(cache=True, parallel=True)
 def _forward_loops(x, w, stride, pad_top, pad_left, y):
-    """Fill ``y`` (N, Ho, Wo, C); the images are independent and run in parallel."""
+    """Fill ``y`` (N, Ho, Wo, C); its N·Ho output rows are independent and run in parallel (rows, not images,
+    so that a single image, as in inference, still uses every core)."""
     _, height, width, channels = x.shape
     k = w.shape[0]
     _, out_h, out_w, _ = y.shape
-    for n in numba.prange(y.shape[0]):
-        for i in range(out_h):
-            p_lo, p_hi = tap_range(i, stride, pad_top, k, height)
-            for j in range(out_w):
-                q_lo, q_hi = tap_range(j, stride, pad_left, k, width)
-                for c in range(channels):
-                    y[n, i, j, c] = 0
-                for p in range(p_lo, p_hi):
-                    h = i * stride + p - pad_top
-                    for q in range(q_lo, q_hi):
-                        v = j * stride + q - pad_left
-                        for c in range(channels):
-                            y[n, i, j, c] += x[n, h, v, c] * w[p, q, c]
+    for row in numba.prange(y.shape[0] * out_h):
+        n, i = row // out_h, row % out_h
+        p_lo, p_hi = tap_range(i, stride, pad_top, k, height)
+        for j in range(out_w):
+            q_lo, q_hi = tap_range(j, stride, pad_left, k, width)
+            for c in range(channels):
+                y[n, i, j, c] = 0
+            for p in range(p_lo, p_hi):
+                h = i * stride + p - pad_top
+                for q in range(q_lo, q_hi):
+                    v = j * stride + q - pad_left
+                    for c in range(channels):
+                        y[n, i, j, c] += x[n, h, v, c] * w[p, q, c]
 
 
 @numba.njit(cache=True, parallel=True)

@@ -135,8 +135,10 @@ def test_sweep_table_as_text():
     (["--sweep", "--models", "b0,b9"], "argument --models: must be comma-separated variants"),
     (["--sweep", "--batches", "32,"], "argument --batches: must be comma-separated whole numbers ≥ 1"),
     (["--sweep", "--resolutions", "16"], "b0 needs images of at least 32×32 (its output stride), got 16"),
-    (["--sweep", "--kernels"], "--sweep, --kernels and --ranks are separate benchmarks"),
-    (["--kernels", "--models", "b2"], "--kernels and --ranks measure fixed B0 (and V2-B0) shapes"),
+    (["--sweep", "--kernels"], "--sweep, --kernels, --ranks and --concurrent are separate benchmarks"),
+    (["--concurrent", "2", "--kernels"], "--sweep, --kernels, --ranks and --concurrent are separate benchmarks"),
+    (["--kernels", "--models", "b2"], "--kernels, --ranks and --concurrent measure fixed B0 (and V2-B0) shapes"),
+    (["--concurrent", "1"], "argument --concurrent: must be at least 2"),
 ])
 def test_bad_sweep_options_are_one_clear_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -186,3 +188,37 @@ def test_a_failed_sweep_point_is_recorded_and_the_table_says_so():
     assert lines[-3].split() == ["b0", "infer", "32", "1", "200.0", "3.40", "3.40"]
     assert lines[-2].split() == ["b2", "train", "224", "256", "-", "-", "-"]
     assert lines[-1] == "failed: b2 train at 224, batch 256: MemoryError: out of memory"
+
+
+def test_concurrent_trainings_each_against_one_alone(monkeypatch, capsys):
+    """Each round starts the two workers in one call (together), and each one's fraction is its images/s over the
+    median alone; the text says both."""
+    starts = []
+
+    def worker(command, env):
+        return {"images_per_second": 100.0}, 1.0
+
+    def together(commands, env):
+        starts.append(len(commands))
+        return [{"images_per_second": 40.0 + i} for i in range(len(commands))]
+
+    monkeypatch.setattr(bench_module, "run_worker", worker)
+    monkeypatch.setattr(bench_module, "run_together", together)
+    result = bench_module.run_concurrent_benchmark(2, rounds=3, steps=1, report=lambda message: None)
+    assert starts == [2, 2, 2]
+    assert result["together_images_per_second"] == [40.0, 41.0] and result["fractions"] == [0.40, 0.41]
+    text = bench_module.format_concurrent(result)
+    assert "one training alone, images/s" in text and "40 (40 %), 41 (41 %)" in text
+
+
+def test_run_together_starts_every_worker_before_waiting(tmp_path):
+    """Each worker waits for a file the last one writes: run one after the other, the first would wait forever."""
+    flag = tmp_path / "all started"
+    code = ("import json, os, sys, time\n"
+            "if sys.argv[1] == 'last': open(sys.argv[2], 'w').close()\n"
+            "deadline = time.time() + 30\n"
+            "while not os.path.exists(sys.argv[2]) and time.time() < deadline: time.sleep(0.01)\n"
+            "print(json.dumps({'images_per_second': float(os.path.exists(sys.argv[2]))}))")
+    commands = [[sys.executable, "-c", code, "first", str(flag)], [sys.executable, "-c", code, "last", str(flag)]]
+    results = bench_module.run_together(commands, os.environ)
+    assert [r["images_per_second"] for r in results] == [1.0, 1.0]

@@ -6,6 +6,7 @@
     python -m tinyeffnet.bench --kernels             # a table: ms and GFLOP/s per kernel, forward and backward
     python -m tinyeffnet.bench --sweep --plot s.png  # images/s, effective GFLOP/s and % of peak over sizes and batches
     python -m tinyeffnet.bench --ranks 2             # training images/s: 2 MPI ranks × 1 thread against 1 × 2 threads
+    python -m tinyeffnet.bench --concurrent 2        # 2 trainings at once, each against one alone
     python -m tinyeffnet.bench --json                # one JSON object instead of text
 
 **Model.** Every measurement runs in a fresh process (a "worker"), so memory and start-up are those of a
@@ -62,6 +63,13 @@ The ranks' workers also time the ``Allreduce`` that averages the gradients, alon
 calls on the step's flat float32 buffer, every rank starting together after a barrier): seconds per call and
 its share of the median step; and each rank's median time in the step's reduction, which adds the packing and
 the wait for the slowest rank (the fastest waits longest: the spread is the ranks' imbalance).
+
+**Concurrent** (``--concurrent N``). What a learner meets who trains while a notebook trains beside it: the
+training worker alone, then N of them started at once, alternating ``--rounds`` times, every one with the
+default thread settings (each process takes all the cores, as two commands typed in two terminals do); each
+worker's images/s together, and as a fraction of the median alone. On C cores N processes can at best share
+them, C/N each: with N = 2 a worker keeps at most about half its speed, and a fraction far below that says the
+processes' threads are getting in each other's way (spinning while they wait, say) rather than sharing.
 """
 
 import argparse
@@ -519,6 +527,49 @@ def find_mpiexec():
     return shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
 
 
+def run_together(commands, env):
+    """Start the workers ``commands`` at once and wait for all; their JSON results, in order."""
+    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for command in commands]
+    results = []
+    for command, process in zip(commands, processes):
+        out, err = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"benchmark worker {' '.join(command)} failed:\n{err[-2000:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+def run_concurrent_benchmark(jobs, rounds, steps, batch=BATCH, report=print):
+    """Training images/s of one worker alone and of ``jobs`` workers started at once, alternating ``rounds``
+    times, each with this environment's (default) thread settings; each worker's fraction of the one alone."""
+    command = our_command("train", batch, steps, WORKER_WARMUP)
+    alone, together = [], []
+    for r in range(rounds):
+        report(f"round {r + 1}/{rounds}: one training alone …")
+        alone.append(run_worker(command, os.environ)[0]["images_per_second"])
+        report(f"round {r + 1}/{rounds}: {jobs} trainings at once …")
+        together.append([result["images_per_second"] for result in run_together([command] * jobs, os.environ)])
+    solo = statistics.median(alone)
+    each = [statistics.median(worker) for worker in zip(*together)]
+    return dict(model="EfficientNet-B0 (faithful, stem stride 2)", resolution=RESOLUTION, train_batch=batch, jobs=jobs,
+                rounds=rounds, steps_per_round=steps, threads=numba.config.NUMBA_NUM_THREADS,
+                alone_images_per_second=solo, together_images_per_second=each,
+                fractions=[images / solo for images in each])
+
+
+def format_concurrent(result):
+    each = ", ".join(f"{images:.0f} ({100 * fraction:.0f} %)"
+                     for images, fraction in zip(result["together_images_per_second"], result["fractions"]))
+    together = f"{result['jobs']} at once, images/s each (of alone)"
+    return "\n".join([
+        f"{result['model']} at {result['resolution']}×{result['resolution']}, training, batch {result['train_batch']}, "
+        f"default threads ({result['threads']} per process); medians of {result['rounds']} rounds × "
+        f"{result['steps_per_round']} steps",
+        f"{'one training alone, images/s':38}{result['alone_images_per_second']:>8.0f}",
+        f"{together:38}  {each}"])
+
+
 def run_ranks_benchmark(ranks, rounds, steps, batch=BATCH, report=print):
     """Training images/s of ``ranks`` MPI ranks × 1 thread against 1 rank × ``ranks`` threads, alternating, and
     the ranks' ``Allreduce`` of the gradients: seconds per call and its share of a step."""
@@ -634,6 +685,9 @@ def main(argv=None):
                         help="timed calls per kernel measurement")
     parser.add_argument("--ranks", type=integer_at_least(2),
                         help="only training: N MPI ranks × 1 thread against 1 rank × N threads (needs the mpi extra)")
+    parser.add_argument("--concurrent", type=integer_at_least(2), metavar="N",
+                        help="only training: N trainings started at once, each against one alone, with the default "
+                             "thread settings")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--worker", choices=("train", "infer", "matmul"), help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=positive_int, default=BATCH, help=argparse.SUPPRESS)
@@ -656,11 +710,11 @@ def main(argv=None):
     resolutions, batches = args.resolutions or SWEEP_RESOLUTIONS, args.batches or SWEEP_BATCHES
     if not args.sweep and (args.resolutions or args.batches or args.plot):
         parser.error("--resolutions, --batches and --plot are the size sweep's: add --sweep")
-    if args.sweep and (args.kernels or args.ranks is not None):
-        parser.error("--sweep, --kernels and --ranks are separate benchmarks: choose one")
-    if args.models and (args.kernels or args.ranks is not None):
-        parser.error("--kernels and --ranks measure fixed B0 (and V2-B0) shapes: leave out --models, or use it "
-                     "without them")
+    if sum((args.sweep, args.kernels, args.ranks is not None, args.concurrent is not None)) > 1:
+        parser.error("--sweep, --kernels, --ranks and --concurrent are separate benchmarks: choose one")
+    if args.models and (args.kernels or args.ranks is not None or args.concurrent is not None):
+        parser.error("--kernels, --ranks and --concurrent measure fixed B0 (and V2-B0) shapes: leave out --models, "
+                     "or use it without them")
     for variant in models:
         for resolution in resolutions if args.sweep else (RESOLUTION,):
             minimum = min_resolution(bench_config(variant, resolution))
@@ -694,6 +748,8 @@ def main(argv=None):
             report(f"plot: {args.plot}")
     elif args.ranks:
         result.update(run_ranks_benchmark(args.ranks, args.rounds, args.steps, args.batch, report))
+    elif args.concurrent:
+        result.update(run_concurrent_benchmark(args.concurrent, args.rounds, args.steps, args.batch, report))
     else:
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
         result.update(run_model_benchmark(models, args.threads, args.rounds, args.steps, torch_python, report))
@@ -710,6 +766,8 @@ def main(argv=None):
         print(format_sweep(result["sweep"]))
     elif args.ranks:
         print(format_ranks(result))
+    elif args.concurrent:
+        print(format_concurrent(result))
     else:
         print(format_model(result))
 

@@ -14,16 +14,13 @@ from ._checks import check_array
 
 
 @njit(parallel=True, cache=True)
-def _mean_over_positions(x, y):
-    """y[n, c] = mean over p of x[n, p, c] for x (N, P, C), accumulated in float64, parallel over N."""
+def _sum_over_positions(x, total):
+    """total[n, c] += Σ_p x[n, p, c] for x (N, P, C) and total (N, C) float64, in parallel over N."""
     batch, positions, channels = x.shape
     for n in prange(batch):
-        acc = np.zeros(channels)
         for p in range(positions):
             for c in range(channels):
-                acc[c] += x[n, p, c]
-        for c in range(channels):
-            y[n, c] = acc[c] / positions
+                total[n, c] += x[n, p, c]
 
 
 @njit(parallel=True, cache=True)
@@ -60,9 +57,9 @@ def global_avg_pool_forward(x):
     """Mean over the spatial axes. x: (N, H, W, C) float32/float64 -> y: (N, C) same dtype."""
     x = _check_forward(x)
     n, h, w, c = x.shape
-    y = np.empty((n, c), x.dtype)
-    _mean_over_positions(x.reshape(n, h * w, c), y)
-    return y
+    total = np.zeros((n, c))                # float64, the sums accumulated there
+    _sum_over_positions(x.reshape(n, h * w, c), total)
+    return (total / (h * w)).astype(x.dtype)
 
 
 def global_avg_pool_backward(dy, height, width):

@@ -28,16 +28,13 @@ def _scale_rows(x, s, y):
 
 
 @njit(parallel=True, cache=True)
-def _sum_positions_of_product(a, b, out):
-    """out[n, c] = Σ_p a[n, p, c] · b[n, p, c], accumulated in float64, in parallel over images."""
+def _sum_positions_of_product(a, b, total):
+    """total[n, c] += Σ_p a[n, p, c] · b[n, p, c], for total (N, C) float64, in parallel over images."""
     batch, positions, channels = a.shape
     for n in prange(batch):
-        acc = np.zeros(channels)
         for p in range(positions):
             for c in range(channels):
-                acc[c] += a[n, p, c] * b[n, p, c]
-        for c in range(channels):
-            out[n, c] = acc[c]
+                total[n, c] += a[n, p, c] * b[n, p, c]
 
 
 def scale_rows(x, s):
@@ -70,6 +67,6 @@ def channel_scale_backward(x, s, dy):
     dy = check_like("dy", dy, x)
     n, h, w, c = x.shape
     x3, dy3 = x.reshape(n, h * w, c), dy.reshape(n, h * w, c)
-    ds = np.empty_like(s)
+    ds = np.zeros(s.shape)                  # float64: the sums over positions are accumulated there
     _sum_positions_of_product(dy3, x3, ds)
-    return scale_rows(dy3, s).reshape(x.shape), ds
+    return scale_rows(dy3, s).reshape(x.shape), ds.astype(s.dtype)

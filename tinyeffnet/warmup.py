@@ -124,7 +124,7 @@ def _adamw():
 # compile the same helper; of the optimisers, only the run's is compiled.
 JOBS = {
     "batchnorm_and_activations": (_batchnorm_and_activations, 5.0),
-    "scale_pooling_and_dropout": (_scale_pooling_and_dropout, 3.4),
+    "scale_pooling_and_dropout": (_scale_pooling_and_dropout, 3.1),
     "depthwise": (_depthwise, 3.0),
     "conv2d": (_conv2d, 2.2),
     "loss": (_loss, 0.6),

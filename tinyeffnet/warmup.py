@@ -1,24 +1,25 @@
 """Compiling the kernels before the first step, on every core: the cold start of a fresh install.
 
 Numba compiles a kernel the first time it is called and keeps the machine code in its cache (``cache=True``),
-so only the first run after an install (or after a kernel's source changed) waits for it: about 19 s before a
-B0 training step could start, nearly all of it compiling (AMD EPYC, 2026-12-06). Numba compiles one function
-at a time, under a lock, so that wait holds a single core. Here it is spread over processes: each calls its
-share of the kernels on tiny float32 arrays, which compiles them and writes them to the cache, and the step
-that follows loads every kernel from there.
+so only the first run after an install (or after a kernel's source changed) waits for it, nearly all of its
+first step: 30.9 s for a B0 training step before this module, on one core (``python -m tinyeffnet.bench``, AMD
+EPYC, 2026-12-06). Numba compiles one function at a time, under a lock, so that wait held a single core. Here it
+is spread over processes: each calls its share of the kernels on tiny float32 arrays, which compiles them and
+writes them to the cache, and the step that follows loads every kernel from there (10.2 s on two cores, the
+same machine, 2026-12-07).
 
-    warmup = start()        launch the helper processes (one per core Numba may use, less this one)
-    ...                     (the caller loads its data meanwhile)
+    warmup = start()            launch the helper processes (one per core Numba may use, less this one)
+    ...                         (the caller loads its data meanwhile)
     summary = warmup.finish()   compile this process's share, wait for the helpers: a ``Summary``
 
     python -m tinyeffnet.warmup      the same, now (say after installing): prints what it compiled
 
-Which kernels: ``JOBS``, one per kernel file, each calling that file's functions as the layers, the loss and
-the optimisers call them, with the same argument types, and so the same compiled specialisation (Numba
-compiles one per combination of argument types, whatever the shapes). The jobs go to the processes heaviest
-first, each to the least loaded, by ``JOB_SECONDS``, their compile times measured on one core.
-``tests/test_warmup.py`` checks that after them a training step and an evaluation compile nothing, so a new
-kernel that the jobs miss is caught there; it would still work, compiled in the training process itself.
+Which kernels: the ``JOBS``, each calling a few kernel files' functions as the layers, the loss and the
+optimisers call them, with the same argument types, and so the same compiled specialisation (Numba compiles
+one per combination of argument types, whatever the shapes). The jobs go to the processes heaviest first, each
+to the least loaded, by the compile times ``JOBS`` records. ``tests/test_warmup.py`` checks that after them a
+training step and an evaluation compile nothing, so a new kernel that the jobs miss is caught there; it would
+still work, compiled in the training process itself.
 
 When the cache is warm the jobs only load what is there: a helper costs about a second of the other core,
 and this process's share is kernels it loads anyway before its first step.

@@ -40,6 +40,21 @@ def test_accuracy_vs_time_writes_a_png(tmp_path):
     assert [list(x) for x in drawn.values()] == [[1, 2, 3], [1, 2, 3]]
 
 
+def test_the_accuracy_legend_is_clear_of_the_curves(tmp_path, monkeypatch):
+    """The legend sits outside the axes (below them), so no curve can run under it, wherever the runs end."""
+    from tinyeffnet import plots
+    saved = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: saved.append(fig))
+    rows = [dict(epoch=e, seconds=60.0, eval_seconds=6.0, test_acc=0.1 * e) for e in (1, 2, 3)]
+    plots.plot_accuracy_vs_time({"a run with a long label": rows, "b": rows[:1]}, tmp_path / "x.png")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    fig = saved[0]
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    ax = fig.axes[0]
+    legend, axes_box = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert legend.y1 < axes_box.y0                  # entirely below the plotting area
+
+
 def test_augmented_samples_show_each_image_then_randaugment_at_each_magnitude(tmp_path):
     images = np.random.default_rng(1).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
     path = tmp_path / "augmented.png"

@@ -103,7 +103,8 @@ def plot_accuracy_vs_time(runs, path, title="test accuracy against training time
     xlabel = "epoch" if against == "epoch" else "minutes (training steps + evaluation)"
     ax.set(xlabel=xlabel, ylabel="test accuracy (%)", title=title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")          # the curves rise from the lower left and flatten at the top
+    # below the axes, where no curve can run under it (runs of different lengths end anywhere in the plot)
+    ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.16), frameon=False, fontsize=8)
     save_figure(fig, path)
     return drawn
 

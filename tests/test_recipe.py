@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from runs import TIMING, interrupted_in_epoch_2, metrics
 
-from tinyeffnet import engine, evaluate, train
+from tinyeffnet import cli, engine, evaluate, train
 from tinyeffnet.averaging import WeightAverage
 from tinyeffnet.checkpoint import (
     META,
@@ -150,6 +150,24 @@ def test_the_default_recipe_from_scratch_is_clipped_adamw_with_the_average_and_f
             pretrained.clip_grad_norm) == ("sgd", train.PRETRAINED_LR, 5e-4, None, None)
 
 
+@pytest.mark.parametrize("flags, stem_stride", [
+    ([], 1),                                                     # the default command: the base network on CIFAR-10
+    (["--dataset", "cifar100", "--phi", "0"], 1),
+    (["--resolution", "32"], 1),
+    (["--stem-stride", "2"], 2),                                 # given: kept
+    (["--phi", "1"], None),                                      # scaled (37×37): the paper's
+    (["--resolution", "64"], None),
+    (["--variant", "b0"], None),
+    (["--variant", "lite0", "--pretrained"], None),              # ImageNet weights were trained with the paper's
+    (["--dataset", "synthetic"], None),
+])
+def test_the_base_network_from_scratch_on_cifar_keeps_the_stem_at_stride_1(flags, stem_stride):
+    """None: the flag stays unset, and the model takes the paper's stem (``cli.build_config``)."""
+    args = train.fill_recipe_defaults(train.parse_args(flags))
+    assert args.stem_stride == stem_stride
+    assert cli.build_config(args, num_classes=10).stem_stride == (stem_stride or cli.PAPER_STEM_STRIDE)
+
+
 @pytest.mark.parametrize("flags, expected", [
     (["--optimizer", "sgd"], ("sgd", 0.1, 5e-4, 0.9999, None)),   # the rate, decay and clip follow the optimizer
     (["--optimizer", "rmsprop", "--no-ema"], ("rmsprop", 0.008, 1e-5, None, None)),
@@ -171,7 +189,8 @@ def test_the_plan_says_the_default_recipe_and_why(tmp_path, capsys):
     assert "recipe    AdamW lr 0.003 (warm-up 1.0 epochs, cosine decay)" in out and "weight decay 0.05," in out
     assert "gradients clipped to norm 1," in out
     assert "each epoch evaluates their moving average (EMA, decay 0.9999)" in out
-    assert "why: the default from scratch" in out and "--optimizer sgd --no-ema --init paper" in out
+    assert "why: the default from scratch" in out
+    assert "--optimizer sgd --no-ema --init paper --stem-stride 2 --epochs 60" in out
     assert train.main([*TINY, "--epochs", "1", "--lr", "0.001", "--out", str(tmp_path / "other-rate")]) == 0
     assert "why:" not in capsys.readouterr().out              # a recipe of one's own needs no reason
     assert train.main([*TINY, "--epochs", "1", "--no-clip", "--out", str(tmp_path / "unclipped")]) == 0

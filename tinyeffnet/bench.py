@@ -21,8 +21,9 @@ run filled. With ``--vs-torch`` the PyTorch workers (the repository's ``tools/be
 ``--rounds`` times each, and the ratios compare medians from the same run: the machine's noise hits both
 sides alike.
 
-**Models.** ``--models`` names variants of ``tinyeffnet.scaling.VARIANTS``, each with 10 classes and the stem
-of the training command's default, stride 2 (the paper's). V2-B0 is adapted to 32×32 CIFAR as V1 is, by
+**Models.** ``--models`` names variants of ``tinyeffnet.scaling.VARIANTS``, each with 10 classes and the paper's
+stem, stride 2: the faithful networks, as ``efficientnet_pytorch`` builds them (the training command's default
+on CIFAR, the stride-1 stem, costs about what the paper's does at 64×64). V2-B0 is adapted to 32×32 CIFAR as V1 is, by
 nothing but its input size and classifier: its stem also has stride 2, so a 32×32 image ends at 1×1 (output
 stride 32), and its Fused-MBConv stages run at 16×16, 8×8 and 4×4. ``efficientnet_pytorch`` has B0–B7 only,
 so the other variants have no PyTorch figures and no ratios.
@@ -104,7 +105,7 @@ BATCH = DEFAULT_BATCH_SIZE  # training and kernel rows
 INFER_BATCH = 256
 RESOLUTION = 32
 NUM_CLASSES = 10
-STEM_STRIDE = PAPER_STEM_STRIDE   # the training command's default, for V1 and V2 alike
+STEM_STRIDE = PAPER_STEM_STRIDE   # the faithful networks, V1 and V2 alike
 DTYPE = np.float32
 DEFAULT_REPEATS = 10
 WORKER_STEPS = 10

@@ -96,9 +96,10 @@ def fraction(text):
 
 
 # --- the architecture ------------------------------------------------------------------------------------------
-def add_model_arguments(parser, classes_default=f"{VARIANT_CLASSES} for --variant, {PHI_CLASSES} for --phi"):
-    """The flags that choose a ``ModelConfig`` (see ``build_config``); ``classes_default`` says in words
-    where --num-classes comes from when it is not given."""
+def add_model_arguments(parser, classes_default=f"{VARIANT_CLASSES} for --variant, {PHI_CLASSES} for --phi",
+                        stem_default=str(PAPER_STEM_STRIDE)):
+    """The flags that choose a ``ModelConfig`` (see ``build_config``); ``classes_default`` and ``stem_default``
+    say in words where --num-classes and --stem-stride come from when they are not given."""
     group = parser.add_argument_group("architecture")
     which = group.add_mutually_exclusive_group()
     which.add_argument("--variant", choices=list(VARIANTS), help="an official variant (faithful architecture)")
@@ -115,7 +116,7 @@ def add_model_arguments(parser, classes_default=f"{VARIANT_CLASSES} for --varian
                        help=f"classifier outputs (default: {classes_default})")
     group.add_argument("--stem-stride", type=int, choices=(1, 2),
                        help=f"2 is the paper's stem; 1 is the CIFAR adaptation (output stride 16 instead of 32) "
-                            f"(default: {PAPER_STEM_STRIDE})")
+                            f"(default: {stem_default})")
     group.add_argument("--width", type=positive_float,
                        help="override the width multiplier (e.g. 0.25 for a tiny network)")
     group.add_argument("--depth", type=positive_float,

@@ -39,7 +39,7 @@ import numpy as np
 
 from tinyeffnet import data as datasets
 from tinyeffnet.averaging import warmed_up_decay
-from tinyeffnet.cli import make_parser, non_negative_int, positive_int, run_cli
+from tinyeffnet.cli import PAPER_STEM_STRIDE, make_parser, non_negative_int, positive_int, run_cli
 from tinyeffnet.engine import EVAL_BATCH_SIZE, augmented_batch, optimizer_settings
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.optim import learning_rate
@@ -79,6 +79,9 @@ def main(argv=None):
                         help=f"as tinyeffnet.train's (default: {DEFAULT_OPTIMIZER})")
     parser.add_argument("--no-ema", action="store_true", help="as tinyeffnet.train's: evaluate the weights trained")
     parser.add_argument("--no-clip", action="store_true", help="as tinyeffnet.train's: no gradient clipping")
+    parser.add_argument("--stem-stride", type=int, choices=(1, 2),
+                        help="as tinyeffnet.train's: 1, the CIFAR adaptation (its choice for CIFAR-10 from scratch), "
+                             "or 2, the paper's")
     args = parser.parse_args(argv)
     if os.path.isdir(args.out) and os.listdir(args.out):
         raise TinyEffNetError(f"--out {args.out} is not empty: give a new folder, so that one run's epochs are not "
@@ -86,7 +89,7 @@ def main(argv=None):
     subset = ["--subset", str(args.subset), "--test-subset", str(args.subset)] if args.subset else []
     flags = [*(["--data-dir", args.data_dir] if args.data_dir else []), *subset,
              *(["--optimizer", args.optimizer] if args.optimizer else []), *(["--no-ema"] if args.no_ema else []),
-             *(["--no-clip"] if args.no_clip else [])]
+             *(["--no-clip"] if args.no_clip else []), *(["--stem-stride", str(args.stem_stride)] if args.stem_stride else [])]
     recipe = fill_recipe_defaults(tinyeffnet_arguments(flags))
 
     try:
@@ -101,6 +104,12 @@ def main(argv=None):
 
     data = prepare_data(recipe, resolution=None)                   # CIFAR-10 at 32×32, the training set's mean, std
     model = efficientnet_pytorch.EfficientNet.from_name("efficientnet-b0", num_classes=10, image_size=32)
+    if (recipe.stem_stride or PAPER_STEM_STRIDE) != PAPER_STEM_STRIDE:     # the CIFAR adaptation: the stem keeps 32×32
+        # "same" padding of a stride-2 window depends only on whether the side is even, so every later layer's
+        # static padding, computed for 16×16, holds at 32×32 too; only the stem is made anew
+        same_padding_conv = efficientnet_pytorch.utils.get_same_padding_conv2d(image_size=32)
+        model._conv_stem = same_padding_conv(3, model._conv_stem.out_channels, kernel_size=3, stride=recipe.stem_stride,
+                                             bias=False)
     decay = [p for p in model.parameters() if p.ndim > 1]          # conv and dense weights, as tinyeffnet
     no_decay = [p for p in model.parameters() if p.ndim <= 1]      # batch norm and biases
     groups = [dict(params=decay, weight_decay=recipe.weight_decay), dict(params=no_decay, weight_decay=0.0)]
@@ -167,6 +176,7 @@ def main(argv=None):
     with open(os.path.join(args.out, "versions.json"), "w") as f:
         json.dump(dict(torch=torch.__version__, efficientnet_pytorch=importlib.metadata.version("efficientnet_pytorch"),
                        numpy=np.__version__, threads=args.threads, epochs=args.epochs, optimizer=recipe.optimizer,
+                       stem_stride=recipe.stem_stride or PAPER_STEM_STRIDE,
                        lr=recipe.lr, weight_decay=recipe.weight_decay, ema=recipe.ema,
                        clip_grad_norm=recipe.clip_grad_norm), f)
 

@@ -4,7 +4,7 @@
     matmul_tn(a, b)    aᵀ @ b     a: (M, K), b: (M, N)  →  (K, N)    the columns of the output split among threads
 
 The pointwise convolutions (``pointwise.py``, and through it the dense ones of ``conv2d.py``) are such
-products, the largest share of a training step. NumPy's BLAS runs one thread here (``tinyeffnet/__init__.py``
+products, the largest share of a training step. NumPy's BLAS runs one thread here (``tinyeffnet/runtime.py``
 says why: two thread pools that spin on the same cores starve each other), so each product alone would keep
 one core busy while the other waits. Here the calling thread computes the first block and the others
 are handed to a pool of ``numba.get_num_threads() − 1`` Python threads, one block each; NumPy lets go of

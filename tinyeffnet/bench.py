@@ -69,8 +69,9 @@ the wait for the slowest rank (the fastest waits longest: the spread is the rank
 training worker alone, then N of them started at once, alternating ``--rounds`` times, every one with the
 default thread settings (each process takes all the cores, as two commands typed in two terminals do); each
 worker's images/s together, and as a fraction of the median alone. Were one training to keep all C cores busy,
-N processes could at best share them, 1/N of its speed each; one alone leaves them idle part of the time (its
-Python and one-threaded NumPy between the parallel loops), which the others fill, so a worker can keep more. A
+N processes could at best share them, 1/N of its speed each; one alone leaves them idle part of the time
+(inside its kernels, which run 1.4–1.85× faster on 2 threads than on 1; README), which the others fill, so a
+worker can keep more. A
 fraction far below 1/N says the processes' threads get in each other's way (spinning while they wait, say)
 rather than sharing: 2 B0 trainings on this project's 2-core Intel Xeon kept 72 % each (`--concurrent 2
 --steps 40`, 2026-12-07).

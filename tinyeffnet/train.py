@@ -68,8 +68,8 @@ from tinyeffnet.weights import open_weights
 DEFAULT_EPOCHS = 24
 # The base network from scratch on CIFAR at its own 32×32 keeps the stem at stride 1 (the CIFAR adaptation: an image
 # ends at 2×2 instead of 1×1), chosen by measurement for accuracy per CPU-hour (README, "CIFAR-10 results"): its 24
-# epochs took 85 minutes on a 2-core Intel Xeon (86.54 %) and about two hours on a 2-core AMD EPYC. Scaled (--phi, --variant, --resolution), from ImageNet weights
-# (--pretrained) and on other data the stem is the paper's.
+# epochs took 85 minutes on a 2-core Intel Xeon (86.54 %) and about two hours on a 2-core AMD EPYC. Scaled (--phi,
+# --variant, --resolution), from ImageNet weights (--pretrained) and on other data the stem is the paper's.
 CIFAR_DATASETS = ("cifar10", "cifar100")
 CIFAR_STEM_STRIDE = 1
 FAITHFUL_EPOCHS = 60               # the faithful SGD baseline's (README): the paper's stem, its initialisation, SGD

@@ -89,8 +89,10 @@ def main(argv=None):
     subset = ["--subset", str(args.subset), "--test-subset", str(args.subset)] if args.subset else []
     flags = [*(["--data-dir", args.data_dir] if args.data_dir else []), *subset,
              *(["--optimizer", args.optimizer] if args.optimizer else []), *(["--no-ema"] if args.no_ema else []),
-             *(["--no-clip"] if args.no_clip else []), *(["--stem-stride", str(args.stem_stride)] if args.stem_stride else [])]
+             *(["--no-clip"] if args.no_clip else []),
+             *(["--stem-stride", str(args.stem_stride)] if args.stem_stride else [])]
     recipe = fill_recipe_defaults(tinyeffnet_arguments(flags))
+    stem_stride = recipe.stem_stride or PAPER_STEM_STRIDE              # as cli.build_config takes it
 
     try:
         import efficientnet_pytorch
@@ -104,11 +106,11 @@ def main(argv=None):
 
     data = prepare_data(recipe, resolution=None)                   # CIFAR-10 at 32×32, the training set's mean, std
     model = efficientnet_pytorch.EfficientNet.from_name("efficientnet-b0", num_classes=10, image_size=32)
-    if (recipe.stem_stride or PAPER_STEM_STRIDE) != PAPER_STEM_STRIDE:     # the CIFAR adaptation: the stem keeps 32×32
+    if stem_stride != PAPER_STEM_STRIDE:                               # the CIFAR adaptation: the stem keeps 32×32
         # "same" padding of a stride-2 window depends only on whether the side is even, so every later layer's
         # static padding, computed for 16×16, holds at 32×32 too; only the stem is made anew
         same_padding_conv = efficientnet_pytorch.utils.get_same_padding_conv2d(image_size=32)
-        model._conv_stem = same_padding_conv(3, model._conv_stem.out_channels, kernel_size=3, stride=recipe.stem_stride,
+        model._conv_stem = same_padding_conv(3, model._conv_stem.out_channels, kernel_size=3, stride=stem_stride,
                                              bias=False)
     decay = [p for p in model.parameters() if p.ndim > 1]          # conv and dense weights, as tinyeffnet
     no_decay = [p for p in model.parameters() if p.ndim <= 1]      # batch norm and biases
@@ -176,7 +178,7 @@ def main(argv=None):
     with open(os.path.join(args.out, "versions.json"), "w") as f:
         json.dump(dict(torch=torch.__version__, efficientnet_pytorch=importlib.metadata.version("efficientnet_pytorch"),
                        numpy=np.__version__, threads=args.threads, epochs=args.epochs, optimizer=recipe.optimizer,
-                       stem_stride=recipe.stem_stride or PAPER_STEM_STRIDE,
+                       stem_stride=stem_stride,
                        lr=recipe.lr, weight_decay=recipe.weight_decay, ema=recipe.ema,
                        clip_grad_norm=recipe.clip_grad_norm), f)
 

@@ -1,7 +1,8 @@
 """Matrix products on every thread of the CPU: one block of the output per thread, each block one BLAS call.
 
     matmul(a, b)       a @ b      a: (M, K), b: (K, N)  →  (M, N)    the rows of the output split among threads
-    matmul_tn(a, b)    aᵀ @ b     a: (M, K), b: (M, N)  →  (K, N)    the columns of the output split among threads
+    matmul_backward(x, w, dy)     dy @ wᵀ (M, K) and xᵀ @ dy (K, N)    for x: (M, K), w: (K, N), dy: (M, N); at
+                                  once, the rows of the first and the columns of the second split
 
 The pointwise convolutions (``pointwise.py``, and through it the dense ones of ``conv2d.py``) are such
 products, the largest share of a training step. NumPy's BLAS runs one thread here (``tinyeffnet/runtime.py``
@@ -11,10 +12,16 @@ are handed to a pool of ``numba.get_num_threads() − 1`` Python threads, one bl
 Python's lock inside BLAS, so the blocks run at the same time. Each thread waits for its work without
 spinning, so a second program on the same cores loses nothing to it.
 
-A block holds whole output elements, each the same K-long (for ``matmul_tn``: M-long) sum as in the
+A block holds whole output elements, each the same K-long (for ``xᵀ @ dy``: M-long) sum as in the
 unsplit product, so splitting changes who computes an element, not how: the tests compare both with the
 plain ``a @ b``. A product under ``MIN_SPLIT_MACS`` multiply-adds stays one call, as handing a block to a
 thread costs tens of microseconds.
+
+A backward pass needs two products of one size, ``dX = dY @ wᵀ`` and ``dw = Xᵀ @ dY`` (M·K·N multiply-adds each).
+``matmul_backward`` computes them at the same time, half the threads each: on two threads each product runs
+whole on its own core — one fork and join instead of two, and no thin blocks (a projection's dY has as few as
+16 columns to split). Measured on the 2-core Intel Xeon over the pointwise convolutions of a B0 training step
+at 32×32, batch 128: 62.6 ms against 80.7 ms for the two products split one after the other.
 """
 
 import functools
@@ -33,11 +40,22 @@ def _pool():
                               thread_name_prefix="tinyeffnet-matmul")
 
 
-def _edges(macs, length, threads):
-    """Where the blocks of an axis of ``length`` begin and end: ``threads`` (default Numba's current count)
-    nearly equal blocks, or one block for a product of fewer than MIN_SPLIT_MACS multiply-adds."""
+def _threads(macs, threads):
+    """How many blocks a product of ``macs`` multiply-adds is split into: ``threads`` (default Numba's current
+    count), or one under MIN_SPLIT_MACS."""
     threads = numba.get_num_threads() if threads is None else threads
-    parts = 1 if macs < MIN_SPLIT_MACS else max(1, min(threads, length))
+    return 1 if macs < MIN_SPLIT_MACS else threads
+
+
+def _edges(macs, length, threads):
+    """Where the blocks of an axis of ``length`` begin and end: ``_threads(macs, threads)`` nearly equal blocks
+    (at most one per element of the axis)."""
+    return _split(length, _threads(macs, threads))
+
+
+def _split(length, parts):
+    """The edges of ``parts`` nearly equal blocks of an axis of ``length`` (at most ``length`` blocks)."""
+    parts = max(1, min(parts, length))
     return [length * i // parts for i in range(parts + 1)]
 
 
@@ -56,19 +74,33 @@ def matmul(a, b, threads=None):
     edges = _edges(m * k * n, m, threads)
     if len(edges) == 2:
         return a @ b
-    out = np.empty((m, n), dtype=np.result_type(a, b))
-    _run([functools.partial(np.matmul, a[i:j], b, out=out[i:j]) for i, j in zip(edges, edges[1:])])
+    out, calls = _row_blocks(a, b, edges)
+    _run(calls)
     return out
 
 
-def matmul_tn(a, b, threads=None):
-    """aᵀ @ b for a: (M, K) and b: (M, N) float arrays of one dtype (e.g. a weight gradient Xᵀ @ dY, summed
-    over M rows), out[:, i:j] = aᵀ @ b[:, i:j] on each thread's columns i:j, so every sum over M stays in one
-    thread. Returns (K, N). ``threads`` as in ``matmul``."""
-    (m, k), n = a.shape, b.shape[1]
-    edges = _edges(m * k * n, n, threads)
-    if len(edges) == 2:
-        return a.T @ b
-    out = np.empty((k, n), dtype=np.result_type(a, b))
-    _run([functools.partial(np.matmul, a.T, b[:, i:j], out=out[:, i:j]) for i, j in zip(edges, edges[1:])])
-    return out
+def _row_blocks(a, b, edges):
+    """The output of a @ b and one call per block of its rows between ``edges``, each writing its block."""
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    return out, [functools.partial(np.matmul, a[i:j], b, out=out[i:j]) for i, j in zip(edges, edges[1:])]
+
+
+def _column_blocks(a, b, edges):
+    """The output of aᵀ @ b and one call per block of its columns between ``edges``, each writing its block."""
+    out = np.empty((a.shape[1], b.shape[1]), dtype=np.result_type(a, b))
+    return out, [functools.partial(np.matmul, a.T, b[:, i:j], out=out[:, i:j]) for i, j in zip(edges, edges[1:])]
+
+
+def matmul_backward(x, w, dy, threads=None):
+    """The two products of the backward of ``y = x @ w``, at the same time: ``dy @ wᵀ`` (M, K) and ``xᵀ @ dy``
+    (K, N), for x: (M, K), w: (K, N), dy: (M, N) float arrays of one dtype. ``threads`` (default
+    ``numba.get_num_threads()``) are shared: ⌈threads/2⌉ blocks of dy @ wᵀ's rows, ⌊threads/2⌋ of xᵀ @ dy's
+    columns; on one thread, or under MIN_SPLIT_MACS, the two run one after the other in this thread."""
+    (m, k), n = x.shape, w.shape[1]
+    threads = _threads(m * k * n, threads)
+    if threads == 1:
+        return dy @ w.T, x.T @ dy
+    dx, dx_calls = _row_blocks(dy, w.T, _split(m, (threads + 1) // 2))
+    dw, dw_calls = _column_blocks(x, dy, _split(n, threads // 2))
+    _run(dx_calls + dw_calls)
+    return dx, dw

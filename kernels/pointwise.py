@@ -17,12 +17,12 @@ Backward, with ``dY = ∂L/∂Y`` as a ``(N·H·W, C_out)`` matrix::
 
     dX = dY @ wᵀ        dw = Xᵀ @ dY
 
-(``matmul.py`` splits each product among threads by blocks of whole output elements: each element is the same
-sum whichever thread computes it.)
+(``matmul.py`` runs the two at the same time, each on its share of the threads, by blocks of whole output
+elements: each element is the same sum whichever thread computes it.)
 """
 
 from ._checks import check_array, check_shape
-from .matmul import matmul, matmul_tn
+from .matmul import matmul, matmul_backward
 
 
 def _checked(x, w, check=check_array):
@@ -55,5 +55,5 @@ def pointwise_conv_backward(x, w, dy):
 
     dy: (N, H, W, C_out) in x's dtype. Returns ``(dx, dw)`` shaped like ``x`` and ``w``."""
     x, w, dy = _checked_backward(x, w, dy)
-    x_rows, dy_rows = x.reshape(-1, x.shape[3]), dy.reshape(-1, w.shape[1])
-    return matmul(dy_rows, w.T).reshape(x.shape), matmul_tn(x_rows, dy_rows)
+    dx_rows, dw = matmul_backward(x.reshape(-1, x.shape[3]), w, dy.reshape(-1, w.shape[1]))
+    return dx_rows.reshape(x.shape), dw

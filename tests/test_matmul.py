@@ -29,8 +29,10 @@ def test_split_products_equal_the_plain_ones(m, k, n, threads, dtype, seed):
     a, b, c = operands(m, k, n, dtype, seed)
     with mock.patch.object(mm, "MIN_SPLIT_MACS", 0):        # split even these small products
         np.testing.assert_allclose(mm.matmul(a, b, threads), a @ b, **SPLIT[dtype])
-        np.testing.assert_allclose(mm.matmul_tn(a, c, threads), a.T @ c, **SPLIT[dtype])
         np.testing.assert_allclose(mm.matmul(c, b.T, threads), c @ b.T, **SPLIT[dtype])   # a transposed view
+        dx, dw = mm.matmul_backward(a, b, c, threads)         # x = a (M, K), w = b (K, N), dy = c (M, N)
+        np.testing.assert_allclose(dx, c @ b.T, **SPLIT[dtype])
+        np.testing.assert_allclose(dw, a.T @ c, **SPLIT[dtype])
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -39,7 +41,21 @@ def test_a_large_product_is_split_and_equal(threads):
     assert 4099 * 32 * 24 >= mm.MIN_SPLIT_MACS
     assert len(mm._edges(4099 * 32 * 24, 4099, threads)) == threads + 1
     np.testing.assert_allclose(mm.matmul(a, b, threads), a @ b, **SPLIT[np.float32])
-    np.testing.assert_allclose(mm.matmul_tn(a, c, threads), a.T @ c, **LONG_SPLIT_F32)
+    dx, dw = mm.matmul_backward(a, b, c, threads)
+    np.testing.assert_allclose(dx, c @ b.T, **SPLIT[np.float32])
+    np.testing.assert_allclose(dw, a.T @ c, **LONG_SPLIT_F32)
+
+
+def test_on_two_threads_each_backward_product_is_one_whole_call(monkeypatch):
+    """The two products of a backward each run whole on one of two threads: as the plain products, bit for bit
+    (the same BLAS call on the same operands), both handed over together."""
+    a, b, c = operands(4099, 32, 24, np.float32, 1)
+    handed = []
+    monkeypatch.setattr(mm, "_run", lambda calls: (handed.append(len(calls)), [call() for call in calls]))
+    dx, dw = mm.matmul_backward(a, b, c, threads=2)
+    assert handed == [2]
+    np.testing.assert_array_equal(dx, c @ b.T)
+    np.testing.assert_array_equal(dw, a.T @ c)
 
 
 def test_blocks_cover_the_axis_once():

@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._checks import check_in_place, check_shape
+from ._threads import small_on_one_thread
 
 
 @njit(parallel=True, cache=True)
@@ -63,5 +64,6 @@ def adamw_update(param, grad, m, v, lr, beta1, beta2, epsilon, weight_decay, ste
     lr, weight_decay: floats ≥ 0; beta1, beta2 in [0, 1); epsilon > 0; step: t, an int ≥ 1."""
     (grad,) = check_in_place([("param", param), ("m", m), ("v", v)], [("grad", grad)])
     _check_update(param, grad, m, v, lr, beta1, beta2, epsilon, weight_decay, step)
-    _adamw_update(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
-                  *_scalars(lr, beta1, beta2, epsilon, weight_decay, step, param.dtype.type))
+    with small_on_one_thread(param.size):
+        _adamw_update(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
+                      *_scalars(lr, beta1, beta2, epsilon, weight_decay, step, param.dtype.type))

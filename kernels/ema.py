@@ -10,6 +10,7 @@ tensor's own precision (d and 1 − d are converted to its dtype first).
 from numba import njit, prange
 
 from ._checks import check_in_place, check_shape
+from ._threads import small_on_one_thread
 
 
 @njit(parallel=True, cache=True)
@@ -33,4 +34,5 @@ def ema_update(average, x, decay):
     (x,) = check_in_place([("average", average)], [("x", x)])
     _check_update(average, x, decay)
     scalar = average.dtype.type
-    _ema_update(average.reshape(-1), x.reshape(-1), scalar(decay), scalar(1 - decay))
+    with small_on_one_thread(average.size):
+        _ema_update(average.reshape(-1), x.reshape(-1), scalar(decay), scalar(1 - decay))

@@ -29,6 +29,7 @@ import math
 from numba import njit, prange
 
 from ._checks import check_in_place, check_shape
+from ._threads import small_on_one_thread
 
 
 @njit(parallel=True, cache=True)
@@ -62,5 +63,6 @@ def rmsprop_update(param, grad, ms, mom, lr, decay, momentum, epsilon, weight_de
     lr, momentum, weight_decay: floats ≥ 0; decay: ρ in [0, 1]; epsilon: float > 0."""
     (grad,) = check_in_place([("param", param), ("ms", ms), ("mom", mom)], [("grad", grad)])
     _check_update(param, grad, ms, mom, lr, decay, momentum, epsilon, weight_decay)
-    _rmsprop_update(param.reshape(-1), grad.reshape(-1), ms.reshape(-1), mom.reshape(-1),
-                    *_scalars(lr, decay, momentum, epsilon, weight_decay, param.dtype.type))
+    with small_on_one_thread(param.size):
+        _rmsprop_update(param.reshape(-1), grad.reshape(-1), ms.reshape(-1), mom.reshape(-1),
+                        *_scalars(lr, decay, momentum, epsilon, weight_decay, param.dtype.type))

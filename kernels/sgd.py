@@ -16,6 +16,7 @@ arrays. The arithmetic runs in the tensor's own precision (lr, μ, λ are conver
 from numba import njit, prange
 
 from ._checks import check_in_place, check_shape
+from ._threads import small_on_one_thread
 
 
 @njit(parallel=True, cache=True)
@@ -44,5 +45,6 @@ def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov):
     (grad,) = check_in_place([("param", param), ("velocity", velocity)], [("grad", grad)])
     _check_update(param, grad, velocity, lr, momentum, weight_decay)
     scalar = param.dtype.type
-    _sgd_update(param.reshape(-1), grad.reshape(-1), velocity.reshape(-1), scalar(lr), scalar(momentum),
-                scalar(weight_decay), bool(nesterov))
+    with small_on_one_thread(param.size):
+        _sgd_update(param.reshape(-1), grad.reshape(-1), velocity.reshape(-1), scalar(lr), scalar(momentum),
+                    scalar(weight_decay), bool(nesterov))

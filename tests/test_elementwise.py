@@ -46,3 +46,16 @@ def test_sum_of_squares_matches_a_float64_sum(shape, dtype, seed, scale):
 def test_sum_of_squares_accumulates_in_float64():
     # 2^24 + 1 ones: a float32 running sum stops at 2^24 (1 + 2^24 rounds back to 2^24), float64 does not.
     assert elementwise.sum_of_squares(np.ones(2**24 + 1, np.float32)) == 2**24 + 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=st.lists(st.integers(1, 9), min_size=1, max_size=4), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**16))
+def test_add_into_matches_numpy(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    total, a = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
+    expected = total + a
+    elementwise.add_into(total, a[..., ::-1].copy()[..., ::-1])      # a read array may be any layout …
+    np.testing.assert_array_equal(total, expected)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        elementwise.add_into(np.zeros((4, 4), dtype).T, np.zeros((4, 4), dtype))   # … the written one not

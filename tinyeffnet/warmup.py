@@ -98,9 +98,10 @@ def _loss():
 
 
 def _gradients():
-    """Between the backward pass and the update: the global norm (for clipping and the epoch's figures) and the
-    moving average's update."""
+    """The backward pass's sums (a gradient added into a layer's grads or into a residual's), and between it and
+    the update: the global norm (for clipping and the epoch's figures) and the moving average's update."""
     g = _array(3, 4)
+    elementwise.add_into(g, _array(3, 4))
     elementwise.sum_of_squares(g)
     ema.ema_update(np.zeros_like(g), g, 0.99)
 

@@ -59,7 +59,7 @@ def test_blas_threads_the_user_chose_are_kept():
 
 def test_gomp_spincount_default_and_the_users_own():
     code = "import os, tinyeffnet; print(os.environ['GOMP_SPINCOUNT'])"
-    assert run(code, GOMP_SPINCOUNT=None) == "1000"
+    assert run(code, GOMP_SPINCOUNT=None) == "10000"
     assert run(code, GOMP_SPINCOUNT="5") == "5"
 
 

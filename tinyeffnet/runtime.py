@@ -13,8 +13,18 @@ Each is a default: a setting the user made (the environment variable named) is l
   Between loops, OpenMP's idle threads spin for about 300,000 iterations by default before they sleep. A
   training step runs about a thousand short parallel loops, so when anything else wants the cores, the
   spinning threads take the time the working ones need: measured on 2 cores with other programs running,
-  10 s per B0 training step with the default against 0.45 s with a spin count of 1000. Read when libgomp
-  loads, so set before Numba's first parallel loop.
+  10 s per B0 training step with the default against 0.45 s with a spin count of 1000. Too short a spin costs
+  too: a sleeping thread takes 25–70 µs to wake, at every loop that follows a moment of Python. 10,000 keeps
+  the threads awake across those gaps but not across a matrix product (``kernels/matmul.py``'s threads would
+  then share their cores with a spinning one). Measured on the 2-core Intel Xeon, 2026-12-07, B0 at 32×32,
+  batch 128 (``python -m tinyeffnet.bench --concurrent 2 --steps 40``: one training alone / two at once, each):
+
+      spin count    1,000       3,000       10,000      100,000
+      alone         727 img/s   788         815
+      two at once   517 (71 %)  471 (60 %)  389 (48 %)
+      step          475 ms      452         447         517          (the default recipe's step: mean of 2–4 medians of 30)
+
+  Read when libgomp loads, so set before Numba's first parallel loop.
 * **Freed memory kept for reuse** (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``; glibc only). Every
   kernel returns a new array, and a step allocates and frees the same large activations again and again.
   glibc hands blocks above a threshold (at most 32 MiB) straight back to the kernel and maps them anew on the
@@ -29,7 +39,7 @@ import os
 import sys
 
 BLAS_THREADS = 1
-GOMP_SPINCOUNT = 1000
+GOMP_SPINCOUNT = 10_000
 MALLOC_KEEP = 2**31 - 1     # bytes: mallopt's thresholds are C ints, so this is as high as they go
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3     # mallopt's parameter numbers (glibc's malloc.h)
 

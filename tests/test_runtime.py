@@ -72,3 +72,12 @@ def test_freed_memory_is_reused_without_new_page_faults():
         pytest.skip("no glibc mallopt in this process")
     assert int(run(REUSED_PAGES, MALLOC_MMAP_THRESHOLD_=None, MALLOC_TRIM_THRESHOLD_=None)) < 100
     assert int(run(REUSED_PAGES, MALLOC_TRIM_THRESHOLD_="131072")) > 10_000
+
+
+def test_pytorch_workers_get_the_users_environment():
+    """What ``import tinyeffnet`` added stays out of a PyTorch worker's environment (PyTorch's OpenMP would read
+    the spin count too); what the user set reaches it."""
+    code = ("import json, os; from tinyeffnet import bench; env = bench.torch_env(2); "
+            "print(json.dumps([env.get('GOMP_SPINCOUNT'), env['OMP_NUM_THREADS'], os.environ['GOMP_SPINCOUNT']]))")
+    assert json.loads(run(code, GOMP_SPINCOUNT=None)) == [None, "2", "10000"]
+    assert json.loads(run(code, GOMP_SPINCOUNT="5")) == ["5", "2", "5"]

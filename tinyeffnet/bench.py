@@ -96,6 +96,7 @@ from typing import Callable, Optional
 import numba
 import numpy as np
 
+from tinyeffnet import runtime
 from tinyeffnet.cli import (PAPER_STEM_STRIDE, integer_at_least, make_parser, min_resolution, non_negative_int,
                             positive_int)
 from tinyeffnet.kernels.conv2d import conv2d_backward, conv2d_forward
@@ -358,9 +359,16 @@ def torch_command(python, kind, batch, steps, warmup, threads, variant=DEFAULT_M
             "--classes", str(NUM_CLASSES)]
 
 
-def worker_env(threads):
-    """The environment of a worker with ``threads`` Numba (OpenMP) threads."""
-    return dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+def worker_env(threads, base=None):
+    """The environment of a worker with ``threads`` Numba (OpenMP) threads: ``base`` (default os.environ) with
+    the thread counts set."""
+    return dict(os.environ if base is None else base, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+
+
+def torch_env(threads):
+    """A PyTorch worker's environment: the user's own (``runtime.users_environment``: without the settings
+    ``import tinyeffnet`` added for its kernels, such as its OpenMP spin count, which PyTorch would read too)."""
+    return worker_env(threads, runtime.users_environment())
 
 
 def median_of(results, key):
@@ -401,7 +409,8 @@ def run_model_benchmark(models, threads, rounds, steps, torch_python=None, repor
                     run_worker(our_command(kind, batch, steps, WORKER_WARMUP, variant), env)[0])
                 if has_torch_model(variant, torch_python):
                     theirs[variant, kind, batch].append(run_worker(
-                        torch_command(torch_python, kind, batch, steps, WORKER_WARMUP, threads, variant), env)[0])
+                        torch_command(torch_python, kind, batch, steps, WORKER_WARMUP, threads, variant),
+                        torch_env(threads))[0])
     figures = {}
     for variant in models:
         figures[variant] = model_medians(ours, variant)
@@ -478,7 +487,7 @@ def run_sweep(models, resolutions, batches, threads, rounds, steps, torch_python
             ours.append(sweep_worker(our_command(kind, batch, steps, SWEEP_WARMUP, variant, resolution), env, errors))
             if has_torch_model(variant, torch_python):
                 theirs.append(sweep_worker(torch_command(torch_python, kind, batch, steps, SWEEP_WARMUP, threads,
-                                                         variant, resolution), env, errors))
+                                                         variant, resolution), torch_env(threads), errors))
         point = dict(model=variant, kind=kind, resolution=resolution, batch=batch,
                      macs_per_image=macs[variant, resolution])
         for prefix, results in (("", ours), ("torch_", theirs)):

@@ -25,6 +25,12 @@ Each is a default: a setting the user made (the environment variable named) is l
       step          475 ms      452         447         517          (the default recipe's step: mean of 2–4 medians of 30)
 
   Read when libgomp loads, so set before Numba's first parallel loop.
+
+The variables are set in ``os.environ``, so programs this process starts inherit them. For another library
+timed beside tinyeffnet that is wrong: PyTorch's OpenMP reads ``GOMP_SPINCOUNT`` too, and ran B0 inference on
+one 224×224 image in 52 ms with the inherited 1,000 against 34 ms with 10,000. ``users_environment()`` gives the
+environment as the user had it, without what ``configure`` added; ``tinyeffnet.bench`` starts its PyTorch
+workers with it, and ``tools/train_torch.py`` restores it before it imports torch.
 * **Freed memory kept for reuse** (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``; glibc only). Every
   kernel returns a new array, and a step allocates and frees the same large activations again and again.
   glibc hands blocks above a threshold (at most 32 MiB) straight back to the kernel and maps them anew on the
@@ -44,16 +50,31 @@ MALLOC_KEEP = 2**31 - 1     # bytes: mallopt's thresholds are C ints, so this is
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3     # mallopt's parameter numbers (glibc's malloc.h)
 
 
+ADDED = {}      # the environment variables configure() set, by name: those the user had not set
+
+
 def configure():
     """Make the three settings above, each unless the user made it. Called by ``tinyeffnet/__init__.py``."""
     if "numpy" not in sys.modules:
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", str(BLAS_THREADS))
+        _set_default("OPENBLAS_NUM_THREADS", str(BLAS_THREADS))
     elif "OPENBLAS_NUM_THREADS" not in os.environ:
         import threadpoolctl
         threadpoolctl.threadpool_limits(BLAS_THREADS, user_api="blas")
-    os.environ.setdefault("GOMP_SPINCOUNT", str(GOMP_SPINCOUNT))
+    _set_default("GOMP_SPINCOUNT", str(GOMP_SPINCOUNT))
     if not {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & set(os.environ):
         keep_freed_memory()
+
+
+def _set_default(name, value):
+    """os.environ[name] = value unless the user set it; remembered in ADDED."""
+    if name not in os.environ:
+        os.environ[name] = ADDED[name] = value
+
+
+def users_environment():
+    """A copy of os.environ without the variables ``configure`` added (unless changed since): the environment
+    for a program that should run with its own defaults, such as PyTorch timed beside tinyeffnet."""
+    return {name: value for name, value in os.environ.items() if ADDED.get(name) != value}
 
 
 def keep_freed_memory():

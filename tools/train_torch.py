@@ -43,6 +43,7 @@ from tinyeffnet.cli import PAPER_STEM_STRIDE, make_parser, non_negative_int, pos
 from tinyeffnet.engine import EVAL_BATCH_SIZE, augmented_batch, optimizer_settings
 from tinyeffnet.errors import TinyEffNetError
 from tinyeffnet.optim import learning_rate
+from tinyeffnet.runtime import users_environment
 from tinyeffnet.train import DEFAULT_OPTIMIZER, fill_recipe_defaults, parse_args as tinyeffnet_arguments, prepare_data
 
 
@@ -94,6 +95,10 @@ def main(argv=None):
     recipe = fill_recipe_defaults(tinyeffnet_arguments(flags))
     stem_stride = recipe.stem_stride or PAPER_STEM_STRIDE              # as cli.build_config takes it
 
+    # torch's OpenMP reads GOMP_SPINCOUNT when it loads: give it the user's environment, not the settings
+    # ``import tinyeffnet`` made for its own kernels (tinyeffnet/runtime.py)
+    os.environ.clear()
+    os.environ.update(users_environment())
     try:
         import efficientnet_pytorch
         import torch

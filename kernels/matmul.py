@@ -8,7 +8,7 @@ The pointwise convolutions (``pointwise.py``, and through it the dense ones of `
 products, the largest share of a training step. NumPy's BLAS runs one thread here (``tinyeffnet/runtime.py``
 says why: two thread pools that spin on the same cores starve each other), so each product alone would keep
 one core busy while the other waits. Here the calling thread computes the first block and the others
-are handed to a pool of ``numba.get_num_threads() − 1`` Python threads, one block each; NumPy lets go of
+are handed to a pool of ``NUMBA_NUM_THREADS − 1`` Python threads, one block each; NumPy lets go of
 Python's lock inside BLAS, so the blocks run at the same time. Each thread waits for its work without
 spinning, so a second program on the same cores loses nothing to it.
 
@@ -40,7 +40,7 @@ def _pool():
                               thread_name_prefix="tinyeffnet-matmul")
 
 
-def _threads(macs, threads):
+def _block_count(macs, threads):
     """How many blocks a product of ``macs`` multiply-adds is split into: ``threads`` (default Numba's current
     count), or one under MIN_SPLIT_MACS."""
     threads = numba.get_num_threads() if threads is None else threads
@@ -48,9 +48,9 @@ def _threads(macs, threads):
 
 
 def _edges(macs, length, threads):
-    """Where the blocks of an axis of ``length`` begin and end: ``_threads(macs, threads)`` nearly equal blocks
+    """Where the blocks of an axis of ``length`` begin and end: ``_block_count(macs, threads)`` nearly equal blocks
     (at most one per element of the axis)."""
-    return _split(length, _threads(macs, threads))
+    return _split(length, _block_count(macs, threads))
 
 
 def _split(length, parts):
@@ -97,7 +97,7 @@ def matmul_backward(x, w, dy, threads=None):
     ``numba.get_num_threads()``) are shared: ⌈threads/2⌉ blocks of dy @ wᵀ's rows, ⌊threads/2⌋ of xᵀ @ dy's
     columns; on one thread, or under MIN_SPLIT_MACS, the two run one after the other in this thread."""
     (m, k), n = x.shape, w.shape[1]
-    threads = _threads(m * k * n, threads)
+    threads = _block_count(m * k * n, threads)
     if threads == 1:
         return dy @ w.T, x.T @ dy
     dx, dx_calls = _row_blocks(dy, w.T, _split(m, (threads + 1) // 2))

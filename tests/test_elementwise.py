@@ -1,11 +1,13 @@
 """Whole-tensor arithmetic (kernels/elementwise.py) against NumPy, in place where it says so."""
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinyeffnet.kernels import elementwise
+from tinyeffnet.kernels import _threads, elementwise
 
 
 def test_add_returns_a_new_array():
@@ -50,12 +52,13 @@ def test_sum_of_squares_accumulates_in_float64():
 
 @settings(max_examples=40, deadline=None)
 @given(shape=st.lists(st.integers(1, 9), min_size=1, max_size=4), dtype=st.sampled_from([np.float32, np.float64]),
-       seed=st.integers(0, 2**16))
-def test_add_into_matches_numpy(shape, dtype, seed):
+       seed=st.integers(0, 2**16), min_parallel_size=st.sampled_from([0, 2**62]))
+def test_add_into_matches_numpy(shape, dtype, seed, min_parallel_size):
     rng = np.random.default_rng(seed)
     total, a = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
     expected = total + a
-    elementwise.add_into(total, a[..., ::-1].copy()[..., ::-1])      # a read array may be any layout …
+    with mock.patch.object(_threads, "MIN_PARALLEL_SIZE", min_parallel_size):     # the Numba loop, or NumPy's
+        elementwise.add_into(total, a[..., ::-1].copy()[..., ::-1])  # a read array may be any layout …
     np.testing.assert_array_equal(total, expected)
     with pytest.raises(ValueError, match="C-contiguous"):
         elementwise.add_into(np.zeros((4, 4), dtype).T, np.zeros((4, 4), dtype))   # … the written one not

@@ -35,7 +35,7 @@ def test_split_products_equal_the_plain_ones(m, k, n, threads, dtype, seed):
         np.testing.assert_allclose(dw, a.T @ c, **SPLIT[dtype])
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
 def test_a_large_product_is_split_and_equal(threads):
     a, b, c = operands(4099, 32, 24, np.float32, 0)         # 3.1 M multiply-adds: over MIN_SPLIT_MACS
     assert 4099 * 32 * 24 >= mm.MIN_SPLIT_MACS

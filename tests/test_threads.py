@@ -1,8 +1,9 @@
-"""Small arrays on one thread (kernels/_threads.py): the thread count inside and after the block, and every
-per-tensor kernel that uses it giving the same bits on one thread as on all of them (each element is computed
-alone, so who computes it cannot change it)."""
+"""Small arrays on one thread (kernels/_threads.py): the thread count inside and after the block, each per-tensor
+kernel taking the one-thread path for a small tensor only, and giving the same bits on one thread as on all of
+them (each element is computed alone, so who computes it cannot change it)."""
 
 from unittest import mock
+from unittest.mock import call
 
 import numba
 import numpy as np
@@ -55,3 +56,21 @@ def test_one_thread_and_all_threads_give_the_same_bits(name, shape, dtype, seed)
         results.append(copies)
     for one, every in zip(*results):
         np.testing.assert_array_equal(one, every)
+
+
+@pytest.mark.parametrize("name", sorted(set(KERNELS) - {"add_into"}))
+def test_a_small_tensor_is_updated_on_one_thread_and_a_large_one_on_all(name):
+    count, kernel = KERNELS[name]
+    for size, calls in ((_threads.MIN_PARALLEL_SIZE - 1, [call(1), call(numba.get_num_threads())]),
+                        (_threads.MIN_PARALLEL_SIZE, [])):
+        with mock.patch.object(_threads.numba, "set_num_threads", wraps=numba.set_num_threads) as set_threads:
+            kernel([np.ones(size, np.float32) for _ in range(count)])
+        assert set_threads.call_args_list == calls
+
+
+def test_add_into_adds_a_large_array_in_the_parallel_loop_and_a_small_one_with_numpy():
+    for size, loops in ((_threads.MIN_PARALLEL_SIZE - 1, 0), (_threads.MIN_PARALLEL_SIZE, 1)):
+        with mock.patch.object(elementwise, "_add_into", wraps=elementwise._add_into) as loop:
+            total = np.ones(size, np.float32)
+            elementwise.add_into(total, total.copy())
+        assert loop.call_count == loops and (total == 2).all()

@@ -13,7 +13,8 @@ from tinyeffnet import warmup
 # In a fresh interpreter with an empty Numba cache: the warm-up for each optimiser, then a training step of small
 # networks of each kind (swish and same padding, relu6, Fused-MBConv with symmetric padding), with each
 # optimiser, clipping, the moving average, dropout, Mixup's soft targets, and an evaluation with test-time
-# augmentation; prints the warm-ups' summaries and the kernels compiled after them.
+# augmentation, every array taking the kernels' path for large ones (kernels/_threads.py); prints the warm-ups'
+# summaries and the kernels compiled after them.
 AFTER_THE_WARMUP = """
 import json, sys
 from dataclasses import replace
@@ -36,6 +37,8 @@ class Listener(event.Listener):
     def on_end(self, ev):
         compiled.append(ev.data["dispatcher"].py_func.__qualname__)
 
+from tinyeffnet.kernels import _threads
+_threads.MIN_PARALLEL_SIZE = 0          # these small arrays take the paths a full-size network's large ones take
 rng = np.random.default_rng(0)
 x = rng.standard_normal((4, 32, 32, 3)).astype(np.float32)
 y = np.array([0, 1, 2, 1])

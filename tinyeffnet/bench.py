@@ -70,11 +70,10 @@ training worker alone, then N of them started at once, alternating ``--rounds`` 
 default thread settings (each process takes all the cores, as two commands typed in two terminals do); each
 worker's images/s together, and as a fraction of the median alone. Were one training to keep all C cores busy,
 N processes could at best share them, 1/N of its speed each; one alone leaves them idle part of the time
-(inside its kernels, which run 1.4–1.85× faster on 2 threads than on 1; README), which the others fill, so a
-worker can keep more. A
+(its step runs 1.71× faster on 2 threads than on 1; README), which the others fill, so a worker can keep more. A
 fraction far below 1/N says the processes' threads get in each other's way (spinning while they wait, say)
-rather than sharing: 2 B0 trainings on this project's 2-core Intel Xeon kept 72 % each (`--concurrent 2
---steps 40`, 2026-12-07).
+rather than sharing: 2 B0 trainings on this project's 2-core Intel Xeon kept 48 % each (`--concurrent 2
+--steps 40`, 2026-12-07; 71 % with OpenMP's spin count at 1,000 instead of 10,000, ``tinyeffnet/runtime.py``).
 """
 
 import argparse

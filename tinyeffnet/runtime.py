@@ -28,7 +28,7 @@ Each is a default: a setting the user made (the environment variable named) is l
 
 The variables are set in ``os.environ``, so programs this process starts inherit them. For another library
 timed beside tinyeffnet that is wrong: PyTorch's OpenMP reads ``GOMP_SPINCOUNT`` too, and ran B0 inference on
-one 224×224 image in 52 ms with the inherited 1,000 against 34 ms with 10,000. ``users_environment()`` gives the
+one 224×224 image in 52 ms with the inherited 1,000, 34 ms with 10,000 and 26 ms with its own default. ``users_environment()`` gives the
 environment as the user had it, without what ``configure`` added; ``tinyeffnet.bench`` starts its PyTorch
 workers with it, and ``tools/train_torch.py`` restores it before it imports torch.
 * **Freed memory kept for reuse** (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``; glibc only). Every
@@ -50,7 +50,7 @@ MALLOC_KEEP = 2**31 - 1     # bytes: mallopt's thresholds are C ints, so this is
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3     # mallopt's parameter numbers (glibc's malloc.h)
 
 
-ADDED = {}      # the environment variables configure() set, by name: those the user had not set
+_added = {}     # the environment variables configure() set, by name: those the user had not set
 
 
 def configure():
@@ -66,15 +66,15 @@ def configure():
 
 
 def _set_default(name, value):
-    """os.environ[name] = value unless the user set it; remembered in ADDED."""
+    """os.environ[name] = value unless the user set it; remembered in ``_added``."""
     if name not in os.environ:
-        os.environ[name] = ADDED[name] = value
+        os.environ[name] = _added[name] = value
 
 
 def users_environment():
     """A copy of os.environ without the variables ``configure`` added (unless changed since): the environment
     for a program that should run with its own defaults, such as PyTorch timed beside tinyeffnet."""
-    return {name: value for name, value in os.environ.items() if ADDED.get(name) != value}
+    return {name: value for name, value in os.environ.items() if _added.get(name) != value}
 
 
 def keep_freed_memory():

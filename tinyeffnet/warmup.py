@@ -39,6 +39,7 @@ from numba.core import event
 
 from tinyeffnet.kernels import (activations, adamw, batchnorm_act, conv2d, depthwise, dropout, elementwise, ema,
                                 loss, pooling, rmsprop, scale, sgd)
+from tinyeffnet.kernels._threads import MIN_PARALLEL_SIZE
 from tinyeffnet.kernels.padding import SAME, SYMMETRIC
 
 DTYPE = np.float32       # what the layers train and evaluate in (float64 is for the gradient checks)
@@ -101,7 +102,8 @@ def _gradients():
     """The backward pass's sums (a gradient added into a layer's grads or into a residual's), and between it and
     the update: the global norm (for clipping and the epoch's figures) and the moving average's update."""
     g = _array(3, 4)
-    elementwise.add_into(g, _array(3, 4))
+    activation_sized = np.zeros(MIN_PARALLEL_SIZE, DTYPE)       # large enough for add_into's own loop
+    elementwise.add_into(activation_sized, activation_sized)
     elementwise.sum_of_squares(g)
     ema.ema_update(np.zeros_like(g), g, 0.99)
 

@@ -37,9 +37,9 @@ def test_split_products_equal_the_plain_ones(m, k, n, threads, dtype, seed):
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 4])
 def test_a_large_product_is_split_and_equal(threads):
-    a, b, c = operands(4099, 32, 24, np.float32, 0)         # 3.1 M multiply-adds: over MIN_SPLIT_MACS
-    assert 4099 * 32 * 24 >= mm.MIN_SPLIT_MACS
-    assert len(mm._edges(4099 * 32 * 24, 4099, threads)) == threads + 1
+    a, b, c = operands(4099, 96, 48, np.float32, 0)         # 18.9 M multiply-adds: over MIN_SPLIT_MACS
+    assert 4099 * 96 * 48 >= mm.MIN_SPLIT_MACS
+    assert len(mm._edges(4099 * 96 * 48, 4099, threads)) == threads + 1
     np.testing.assert_allclose(mm.matmul(a, b, threads), a @ b, **SPLIT[np.float32])
     dx, dw = mm.matmul_backward(a, b, c, threads)
     np.testing.assert_allclose(dx, c @ b.T, **SPLIT[np.float32])
@@ -49,7 +49,7 @@ def test_a_large_product_is_split_and_equal(threads):
 def test_on_two_threads_each_backward_product_is_one_whole_call(monkeypatch):
     """The two products of a backward each run whole on one of two threads: as the plain products, bit for bit
     (the same BLAS call on the same operands), both handed over together."""
-    a, b, c = operands(4099, 32, 24, np.float32, 1)
+    a, b, c = operands(4099, 96, 48, np.float32, 1)        # over MIN_SPLIT_MACS
     handed = []
     monkeypatch.setattr(mm, "_run", lambda calls: (handed.append(len(calls)), [call() for call in calls]))
     dx, dw = mm.matmul_backward(a, b, c, threads=2)

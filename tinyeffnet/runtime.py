@@ -28,9 +28,10 @@ Each is a default: a setting the user made (the environment variable named) is l
 
 The variables are set in ``os.environ``, so programs this process starts inherit them. For another library
 timed beside tinyeffnet that is wrong: PyTorch's OpenMP reads ``GOMP_SPINCOUNT`` too, and ran B0 inference on
-one 224×224 image in 52 ms with the inherited 1,000, 34 ms with 10,000 and 26 ms with its own default. ``users_environment()`` gives the
-environment as the user had it, without what ``configure`` added; ``tinyeffnet.bench`` starts its PyTorch
-workers with it, and ``tools/train_torch.py`` restores it before it imports torch.
+one 224×224 image in 52 ms with the inherited 1,000, 34 ms with 10,000 and 26 ms with its own default.
+``users_environment()`` gives the environment as the user had it, without what ``configure`` added;
+``tinyeffnet.bench`` starts its PyTorch workers with it, and ``tools/train_torch.py`` restores it before it
+imports torch.
 * **Freed memory kept for reuse** (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``; glibc only). Every
   kernel returns a new array, and a step allocates and frees the same large activations again and again.
   glibc hands blocks above a threshold (at most 32 MiB) straight back to the kernel and maps them anew on the

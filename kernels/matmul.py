@@ -18,8 +18,8 @@ plain ``a @ b``. A product under ``MIN_SPLIT_MACS`` multiply-adds stays one call
 costs about 20 µs, but a small product split in two also runs each half less efficiently, beside OpenMP's
 thread still spinning on the other core after the kernel before. Measured on the 2-core Intel Xeon (B0
 inference, whole forward passes, medians, 2026-12-07), 16 M against the former 1 M: one 128×128 image
-14.9 → 11.6 ms, one 224×224 image 24.6 → 22.4 ms, batch 32 at 32×32 22.1 → 19.1 ms; batches whose products
-all exceed 16 M (training at batch 128, 224×224 batch 32) are unchanged.
+14.9 → 11.6 ms, one 224×224 image 24.6 → 22.4 ms, batch 32 at 32×32 22.1 → 19.1 ms; training steps (32×32
+at batch 32 and 128, either stem; 128×128 at batch 32) and 224×224 inference at batch 32 within 1 %.
 
 A backward pass needs two products of one size, ``dX = dY @ wᵀ`` and ``dw = Xᵀ @ dY`` (M·K·N multiply-adds each).
 ``matmul_backward`` computes them at the same time, half the threads each: on two threads each product runs

@@ -19,7 +19,8 @@ costs about 20 µs, but a small product split in two also runs each half less ef
 thread still spinning on the other core after the kernel before. Measured on the 2-core Intel Xeon (B0
 inference, whole forward passes, medians, 2026-12-07), 16 M against the former 1 M: one 128×128 image
 14.9 → 11.6 ms, one 224×224 image 24.6 → 22.4 ms, batch 32 at 32×32 22.1 → 19.1 ms; training steps (32×32
-at batch 32 and 128, either stem; 128×128 at batch 32) and 224×224 inference at batch 32 within 1 %.
+at batch 32 and 128, either stem; 128×128 at batch 32) and 224×224 inference at batch 32 within 1 %;
+V2-B0's step at 32×32, batch 128, 1–2 % slower.
 
 A backward pass needs two products of one size, ``dX = dY @ wᵀ`` and ``dw = Xᵀ @ dY`` (M·K·N multiply-adds each).
 ``matmul_backward`` computes them at the same time, half the threads each: on two threads each product runs

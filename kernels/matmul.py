@@ -34,8 +34,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
+from numba import njit, prange
 
-MIN_SPLIT_MACS = 1 << 24      # below this a product is one BLAS call (see above)
+from . import blas
+from .blas import gemm
+
+MIN_SPLIT_MACS = 1 << 20      # below this a product is one BLAS call (see above)
 
 
 @functools.cache
@@ -72,28 +76,61 @@ def _run(calls):
         future.result()                 # waits, and raises what the block raised
 
 
+def _check_shapes(a_shape, b_shape):
+    """a @ b's inner sizes must agree (checked here: a compiled BLAS call would read past the end)."""
+    if a_shape[1] != b_shape[0]:
+        raise ValueError(f"matmul: {a_shape} @ {b_shape}, the inner sizes differ ({a_shape[1]} and {b_shape[0]})")
+
+
+def _compiled(*arrays):
+    """Whether the blocks can be BLAS calls from a Numba loop (``blas.py``): NumPy's BLAS found, one float
+    dtype, every axis non-empty, and each array with a unit stride along one axis (a view or its transpose)."""
+    dtype = arrays[0].dtype
+    return blas.AVAILABLE and dtype in (np.float32, np.float64) and all(
+        a.dtype == dtype and a.ndim == 2 and a.size > 0 and min(a.strides) >= 0 and a.itemsize in a.strides
+        for a in arrays)
+
+
+@njit(parallel=True, cache=True)
+def _compiled_row_blocks(a, b, out, edges):
+    """out[i:j] = a[i:j] @ b for the blocks of rows between ``edges``, one per thread."""
+    for p in prange(len(edges) - 1):
+        gemm(a[edges[p]:edges[p + 1]], b, out[edges[p]:edges[p + 1]])
+
+
+@njit(parallel=True, cache=True)
+def _compiled_backward_blocks(x, w, dy, dx, dw, dx_edges, dw_edges):
+    """dx[i:j] = dy[i:j] @ wᵀ for the row blocks between ``dx_edges`` and dw[:, i:j] = xᵀ @ dy[:, i:j] for the
+    column blocks between ``dw_edges``, one block per thread."""
+    dx_blocks = len(dx_edges) - 1
+    for p in prange(dx_blocks + len(dw_edges) - 1):
+        if p < dx_blocks:
+            i, j = dx_edges[p], dx_edges[p + 1]
+            gemm(dy[i:j], w.T, dx[i:j])
+        else:
+            i, j = dw_edges[p - dx_blocks], dw_edges[p - dx_blocks + 1]
+            gemm(x.T, dy[:, i:j], dw[:, i:j])
+
+
+def _blocks(edges):
+    """The (start, stop) pairs of the blocks between ``edges``."""
+    return list(zip(edges, edges[1:]))
+
+
 def matmul(a, b, threads=None):
     """a @ b for a: (M, K) and b: (K, N) float arrays of one dtype, out[i:j] = a[i:j] @ b on each thread's
     rows i:j. Returns (M, N). ``threads``: how many blocks (default ``numba.get_num_threads()``)."""
+    _check_shapes(a.shape, b.shape)
     (m, k), n = a.shape, b.shape[1]
     edges = _edges(m * k * n, m, threads)
     if len(edges) == 2:
         return a @ b
-    out, calls = _row_blocks(a, b, edges)
-    _run(calls)
+    out = np.empty((m, n), dtype=np.result_type(a, b))
+    if _compiled(a, b, out):
+        _compiled_row_blocks(a, b, out, np.array(edges))
+    else:
+        _run([functools.partial(np.matmul, a[i:j], b, out=out[i:j]) for i, j in _blocks(edges)])
     return out
-
-
-def _row_blocks(a, b, edges):
-    """The output of a @ b and one call per block of its rows between ``edges``, each writing its block."""
-    out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
-    return out, [functools.partial(np.matmul, a[i:j], b, out=out[i:j]) for i, j in zip(edges, edges[1:])]
-
-
-def _column_blocks(a, b, edges):
-    """The output of aᵀ @ b and one call per block of its columns between ``edges``, each writing its block."""
-    out = np.empty((a.shape[1], b.shape[1]), dtype=np.result_type(a, b))
-    return out, [functools.partial(np.matmul, a.T, b[:, i:j], out=out[:, i:j]) for i, j in zip(edges, edges[1:])]
 
 
 def matmul_backward(x, w, dy, threads=None):
@@ -101,11 +138,18 @@ def matmul_backward(x, w, dy, threads=None):
     (K, N), for x: (M, K), w: (K, N), dy: (M, N) float arrays of one dtype. ``threads`` (default
     ``numba.get_num_threads()``) are shared: ⌈threads/2⌉ blocks of dy @ wᵀ's rows, ⌊threads/2⌋ of xᵀ @ dy's
     columns; on one thread, or under MIN_SPLIT_MACS, the two run one after the other in this thread."""
+    _check_shapes(x.shape, w.shape)
+    _check_shapes(dy.shape, w.T.shape)
     (m, k), n = x.shape, w.shape[1]
     threads = _block_count(m * k * n, threads)
     if threads == 1:
         return dy @ w.T, x.T @ dy
-    dx, dx_calls = _row_blocks(dy, w.T, _split(m, (threads + 1) // 2))
-    dw, dw_calls = _column_blocks(x, dy, _split(n, threads // 2))
-    _run(dx_calls + dw_calls)
+    dx_edges, dw_edges = _split(m, (threads + 1) // 2), _split(n, threads // 2)
+    dtype = np.result_type(x, w, dy)
+    dx, dw = np.empty((m, k), dtype=dtype), np.empty((k, n), dtype=dtype)
+    if _compiled(x, w, dy, dx, dw):
+        _compiled_backward_blocks(x, w, dy, dx, dw, np.array(dx_edges), np.array(dw_edges))
+    else:
+        _run([functools.partial(np.matmul, dy[i:j], w.T, out=dx[i:j]) for i, j in _blocks(dx_edges)]
+             + [functools.partial(np.matmul, x.T, dy[:, i:j], out=dw[:, i:j]) for i, j in _blocks(dw_edges)])
     return dx, dw

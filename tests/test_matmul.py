@@ -1,12 +1,14 @@
-"""Matrix products split among threads (kernels/matmul.py) against the unsplit NumPy product."""
+"""Matrix products split among threads (kernels/matmul.py) against the unsplit NumPy product, on both of its
+ways: BLAS called from Numba's threads (kernels/blas.py) and, where NumPy's BLAS cannot be called so, Python's."""
 
 from unittest import mock
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tinyeffnet.kernels import blas
 from tinyeffnet.kernels import matmul as mm
 
 # Every block is its own BLAS call, whose sums over K may be blocked differently from one call over the whole
@@ -17,15 +19,28 @@ SPLIT = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-12, at
 LONG_SPLIT_F32 = dict(rtol=1e-5, atol=1e-4)
 
 
+WAYS = ("compiled", "python threads")
+
+
+@pytest.fixture(params=WAYS)
+def way(request, monkeypatch):
+    """Each test once per way of running the blocks (the compiled one only where NumPy's BLAS was found)."""
+    if request.param == "compiled" and not blas.AVAILABLE:
+        pytest.skip("NumPy's BLAS cannot be called from compiled code here (kernels/blas.py)")
+    monkeypatch.setattr(blas, "AVAILABLE", request.param == "compiled")
+    return request.param
+
+
 def operands(m, k, n, dtype, seed):
     rng = np.random.default_rng(seed)
     return tuple(rng.standard_normal(shape).astype(dtype) for shape in ((m, k), (k, n), (m, n)))
 
 
-@settings(max_examples=40, deadline=None)
+@pytest.mark.parametrize("way", WAYS, indirect=True)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # `way` holds for all
 @given(m=st.integers(1, 70), k=st.integers(1, 40), n=st.integers(1, 30), threads=st.integers(1, 5),
        dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
-def test_split_products_equal_the_plain_ones(m, k, n, threads, dtype, seed):
+def test_split_products_equal_the_plain_ones(way, m, k, n, threads, dtype, seed):
     a, b, c = operands(m, k, n, dtype, seed)
     with mock.patch.object(mm, "MIN_SPLIT_MACS", 0):        # split even these small products
         np.testing.assert_allclose(mm.matmul(a, b, threads), a @ b, **SPLIT[dtype])
@@ -36,7 +51,7 @@ def test_split_products_equal_the_plain_ones(m, k, n, threads, dtype, seed):
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 4])
-def test_a_large_product_is_split_and_equal(threads):
+def test_a_large_product_is_split_and_equal(way, threads):
     a, b, c = operands(4099, 96, 48, np.float32, 0)         # 18.9 M multiply-adds: over MIN_SPLIT_MACS
     assert 4099 * 96 * 48 >= mm.MIN_SPLIT_MACS
     assert len(mm._edges(4099 * 96 * 48, 4099, threads)) == threads + 1
@@ -46,16 +61,30 @@ def test_a_large_product_is_split_and_equal(threads):
     np.testing.assert_allclose(dw, a.T @ c, **LONG_SPLIT_F32)
 
 
-def test_on_two_threads_each_backward_product_is_one_whole_call(monkeypatch):
+def test_on_two_threads_each_backward_product_is_one_whole_call(way, monkeypatch):
     """The two products of a backward each run whole on one of two threads: as the plain products, bit for bit
-    (the same BLAS call on the same operands), both handed over together."""
+    (the same BLAS call on the same operands), both handed over together, by the way the fixture chose."""
     a, b, c = operands(4099, 96, 48, np.float32, 1)        # over MIN_SPLIT_MACS
     handed = []
-    monkeypatch.setattr(mm, "_run", lambda calls: (handed.append(len(calls)), [call() for call in calls]))
+    run, compiled = mm._run, mm._compiled_backward_blocks
+    monkeypatch.setattr(mm, "_run", lambda calls: (handed.append(("python threads", len(calls))), run(calls)))
+    monkeypatch.setattr(mm, "_compiled_backward_blocks", lambda *arguments: (
+        handed.append(("compiled", len(arguments[-2]) - 1 + len(arguments[-1]) - 1)), compiled(*arguments)))
     dx, dw = mm.matmul_backward(a, b, c, threads=2)
-    assert handed == [2]
+    assert handed == [(way, 2)]
     np.testing.assert_array_equal(dx, c @ b.T)
     np.testing.assert_array_equal(dw, a.T @ c)
+
+
+def test_a_split_product_takes_the_compiled_way_where_it_can(monkeypatch):
+    """Found NumPy's BLAS, a split product's blocks run in the compiled loop; the Python threads stay unused."""
+    if not blas.AVAILABLE:
+        pytest.skip("NumPy's BLAS cannot be called from compiled code here (kernels/blas.py)")
+    monkeypatch.setattr(mm, "_run", lambda calls: pytest.fail("the blocks went to Python's threads"))
+    a, b, _ = operands(4099, 96, 48, np.float32, 2)
+    np.testing.assert_array_equal(mm.matmul(a, b, threads=1), a @ b)       # one block: NumPy itself
+    np.testing.assert_allclose(mm.matmul(a, b, threads=2), a @ b, **SPLIT[np.float32])
+    np.testing.assert_allclose(mm.matmul(a[::2], b, threads=2), a[::2] @ b, **SPLIT[np.float32])   # rows strided
 
 
 def test_blocks_cover_the_axis_once():
@@ -68,8 +97,17 @@ def test_blocks_cover_the_axis_once():
     assert mm._edges(mm.MIN_SPLIT_MACS - 1, 100, 4) == [0, 100]      # small products: one block
 
 
-def test_an_error_in_a_block_reaches_the_caller(monkeypatch):
+def test_mismatched_inner_sizes_are_a_value_error_before_any_block(way, monkeypatch):
     monkeypatch.setattr(mm, "MIN_SPLIT_MACS", 0)
-    a, b, _ = operands(8, 3, 2, np.float64, 0)
-    with pytest.raises(ValueError):
-        mm.matmul(a, b[:2], threads=2)                       # K mismatch: raised inside the blocks
+    a, b, c = operands(8, 3, 2, np.float64, 0)
+    with pytest.raises(ValueError, match="inner sizes differ"):
+        mm.matmul(a, b[:2], threads=2)
+    with pytest.raises(ValueError, match="inner sizes differ"):
+        mm.matmul_backward(a, b, c[:, :1], threads=2)
+
+
+def test_an_error_in_a_python_threads_block_reaches_the_caller():
+    def fail():
+        raise RuntimeError("a block failed")
+    with pytest.raises(RuntimeError, match="a block failed"):
+        mm._run([lambda: None, fail])                       # the second block runs on the pool

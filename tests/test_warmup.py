@@ -37,8 +37,9 @@ class Listener(event.Listener):
     def on_end(self, ev):
         compiled.append(ev.data["dispatcher"].py_func.__qualname__)
 
-from tinyeffnet.kernels import _threads
+from tinyeffnet.kernels import _threads, matmul
 _threads.MIN_PARALLEL_SIZE = 0          # these small arrays take the paths a full-size network's large ones take
+matmul.MIN_SPLIT_MACS = 0               # and their small products the split one
 rng = np.random.default_rng(0)
 x = rng.standard_normal((4, 32, 32, 3)).astype(np.float32)
 y = np.array([0, 1, 2, 1])

@@ -38,7 +38,7 @@ import numpy as np
 from numba.core import event
 
 from tinyeffnet.kernels import (activations, adamw, batchnorm_act, conv2d, depthwise, dropout, elementwise, ema,
-                                loss, pooling, rmsprop, scale, sgd)
+                                loss, matmul, pooling, rmsprop, scale, sgd)
 from tinyeffnet.kernels._threads import MIN_PARALLEL_SIZE
 from tinyeffnet.kernels.padding import SAME, SYMMETRIC
 
@@ -76,6 +76,15 @@ def _conv2d():
         x, w = _array(2, 5, 5, 3), _array(3, 3, 3, 4)
         y = conv2d.conv2d_forward(x, w, stride, padding)
         conv2d.conv2d_backward(x, w, y, stride, padding)
+
+
+def _matrix_products():
+    """A product as large as MIN_SPLIT_MACS and its backward, in two blocks (as on any machine of two cores or
+    more): the loops that call NumPy's BLAS from Numba's threads (``kernels/blas.py``)."""
+    k = n = 64
+    a, w, dy = _array(matmul.MIN_SPLIT_MACS // (k * n), k), _array(k, n), _array(matmul.MIN_SPLIT_MACS // (k * n), n)
+    matmul.matmul(a, w, threads=2)
+    matmul.matmul_backward(a, w, dy, threads=2)
 
 
 def _scale_pooling_and_dropout():
@@ -131,6 +140,7 @@ JOBS = {
     "scale_pooling_and_dropout": (_scale_pooling_and_dropout, 3.1),
     "depthwise": (_depthwise, 3.0),
     "conv2d": (_conv2d, 2.2),
+    "matrix_products": (_matrix_products, 1.6),    # Intel Xeon, 2026-12-07 (conv2d's there: 1.7 s)
     "loss": (_loss, 0.6),
     "gradients": (_gradients, 0.4),
     "sgd": (_sgd, 0.4),

@@ -27,7 +27,8 @@ twin of its own beyond the statistics. Nothing imports the twins unless asked: C
 (``tinyeffnet.device.require_cuda`` says what is missing; ``NUMBA_ENABLE_CUDASIM=1`` runs them without a
 GPU). The public functions check shapes and dtypes at the Python boundary (``_checks.py``; a twin runs
 its CPU file's checks on device arrays) and then call ``numba.njit(cache=True)`` loops, or NumPy's BLAS for
-matrix products (``matmul.py``, which splits a large one among the threads); the per-tensor updates run a small
-tensor's loop on one thread (``_threads.py``: waking the others costs more than the loop). Nothing here keeps state
-(``matmul.py``'s pool of waiting threads aside) or imports ``tinyeffnet``.
+matrix products (``matmul.py``, which splits a large one among the threads, each block a BLAS call from a Numba
+loop: ``blas.py``); the per-tensor updates run a small tensor's loop on one thread (``_threads.py``: waking the
+others costs more than the loop). Nothing here keeps state (``matmul.py``'s pool of waiting threads, where
+``blas.py`` finds no BLAS to call, aside) or imports ``tinyeffnet``.
 """

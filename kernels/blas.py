@@ -4,17 +4,18 @@ Why: ``matmul.py`` splits a matrix product among the threads, one block of the o
 threads (``concurrent.futures``), a block costs a wake-up, Python's lock and a thread beside OpenMP's: on the
 2-core Intel Xeon, the 33 products of one 224×224 image through B0 took 7.7 ms split in two that way against
 5.7 ms whole on one thread. Called from a Numba parallel loop, the blocks run on the threads that run every
-other kernel, already awake: 3.6 ms. (``/work``-style scripts measured it; see the README's speed section.)
+other kernel, already awake: 3.6 ms (medians of 30 calls per product, 2026-12-07; ``matmul.py`` has the
+whole-network figures).
 
 NumPy's wheels bundle OpenBLAS (``scipy-openblas`` since NumPy 2, ``openblas64_`` before) with 64-bit
 integers and a suffix on every name: ``scipy_cblas_sgemm64_`` and its double twin. ``threadpoolctl``, which
 ``tinyeffnet/runtime.py`` already uses to keep that BLAS on one thread, says which file NumPy loaded; the
 functions' addresses are registered with LLVM under names of our own (``BLAS_NAMES``), so the compiled code,
 and Numba's cache of it, refers to those names whichever file and suffix this NumPy has. Where no such
-function is found (NumPy built with MKL or Apple's Accelerate; a 32-bit BLAS), ``AVAILABLE`` is False and
-``matmul.py`` keeps to Python threads.
+function is found (NumPy built with MKL or Apple's Accelerate; an OpenBLAS with 32-bit integers),
+``AVAILABLE`` is False and ``matmul.py`` keeps to Python threads.
 
-The call is CBLAS's ``?gemm``, row-major (``ORDER``), c = 1·op(a) @ op(b) + 0·c: a matrix whose rows are not
+The call is CBLAS's ``?gemm``, row-major (``ROW_MAJOR``), c = 1·op(a) @ op(b) + 0·c: a matrix whose rows are not
 contiguous but whose columns are (a transposed view such as ``w.T``) is passed as the transpose of a row-major
 one, so no operand is copied. Pointers and sizes go as 64-bit integers (``ILP64``).
 """

@@ -42,7 +42,7 @@ def operands(m, k, n, dtype, seed):
        dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
 def test_split_products_equal_the_plain_ones(way, m, k, n, threads, dtype, seed):
     a, b, c = operands(m, k, n, dtype, seed)
-    with mock.patch.object(mm, "MIN_SPLIT_MACS", 0):        # split even these small products
+    with mock.patch.multiple(mm, MIN_SPLIT_MACS=0, MIN_SPLIT_MACS_PYTHON_THREADS=0):   # split even small products
         np.testing.assert_allclose(mm.matmul(a, b, threads), a @ b, **SPLIT[dtype])
         np.testing.assert_allclose(mm.matmul(c, b.T, threads), c @ b.T, **SPLIT[dtype])   # a transposed view
         dx, dw = mm.matmul_backward(a, b, c, threads)         # x = a (M, K), w = b (K, N), dy = c (M, N)
@@ -52,9 +52,9 @@ def test_split_products_equal_the_plain_ones(way, m, k, n, threads, dtype, seed)
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 4])
 def test_a_large_product_is_split_and_equal(way, threads):
-    a, b, c = operands(4099, 96, 48, np.float32, 0)         # 18.9 M multiply-adds: over MIN_SPLIT_MACS
-    assert 4099 * 96 * 48 >= mm.MIN_SPLIT_MACS
-    assert len(mm._edges(4099 * 96 * 48, 4099, threads)) == threads + 1
+    a, b, c = operands(4099, 96, 48, np.float32, 0)         # 18.9 M multiply-adds: over both thresholds
+    assert 4099 * 96 * 48 >= max(mm.MIN_SPLIT_MACS, mm.MIN_SPLIT_MACS_PYTHON_THREADS)
+    assert len(mm._edges(4099 * 96 * 48, 4099, threads, way == "compiled")) == threads + 1
     np.testing.assert_allclose(mm.matmul(a, b, threads), a @ b, **SPLIT[np.float32])
     dx, dw = mm.matmul_backward(a, b, c, threads)
     np.testing.assert_allclose(dx, c @ b.T, **SPLIT[np.float32])
@@ -90,20 +90,25 @@ def test_a_split_product_takes_the_compiled_way_where_it_can(monkeypatch):
 def test_blocks_cover_the_axis_once():
     for length in (1, 2, 5, 17):
         for threads in (1, 2, 4, 8):
-            edges = mm._edges(mm.MIN_SPLIT_MACS, length, threads)
+            edges = mm._edges(mm.MIN_SPLIT_MACS, length, threads, compiled=True)
             assert edges[0] == 0 and edges[-1] == length
             assert len(edges) - 1 == min(threads, length)
             assert all(j > i for i, j in zip(edges, edges[1:]))
-    assert mm._edges(mm.MIN_SPLIT_MACS - 1, 100, 4) == [0, 100]      # small products: one block
+    for compiled, threshold in ((True, mm.MIN_SPLIT_MACS), (False, mm.MIN_SPLIT_MACS_PYTHON_THREADS)):
+        assert mm._edges(threshold - 1, 100, 4, compiled) == [0, 100]     # small products: one block
+        assert mm._edges(threshold, 100, 4, compiled) == [0, 25, 50, 75, 100]
 
 
 def test_mismatched_inner_sizes_are_a_value_error_before_any_block(way, monkeypatch):
     monkeypatch.setattr(mm, "MIN_SPLIT_MACS", 0)
+    monkeypatch.setattr(mm, "MIN_SPLIT_MACS_PYTHON_THREADS", 0)
     a, b, c = operands(8, 3, 2, np.float64, 0)
     with pytest.raises(ValueError, match="inner sizes differ"):
         mm.matmul(a, b[:2], threads=2)
     with pytest.raises(ValueError, match="inner sizes differ"):
-        mm.matmul_backward(a, b, c[:, :1], threads=2)
+        mm.matmul_backward(a, b, c[:, :1], threads=2)        # dy's columns are not w's
+    with pytest.raises(ValueError, match="inner sizes differ"):
+        mm.matmul_backward(a, b, c[:5], threads=2)           # dy's rows are not x's
 
 
 def test_an_error_in_a_python_threads_block_reaches_the_caller():

@@ -59,6 +59,7 @@ from tinyeffnet.layers import BatchNorm
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
 NO_SIGNAL = 0
 ABANDON_GRACE_SECONDS = 5      # how long the other ranks leave rank 0 to end the job itself (``abandon``)
+OUTPUT_GRACE_SECONDS = 1       # a failing rank's wait before Abort, for the launcher to pass on what it printed
 
 
 def launcher_size():
@@ -220,6 +221,10 @@ def run_job(main, argv=None):
     if status not in (None, 0, *EXIT_SIGNAL.values()):
         print(f"rank {MPI.COMM_WORLD.Get_rank()} failed (exit status {status}): aborting all "
               f"{MPI.COMM_WORLD.Get_size()} processes", file=sys.stderr, flush=True)
+        # The launcher forwards each rank's output through a pipe; Abort ends the job at once, and what is
+        # still in the pipe can be lost (a CI run on a busy machine showed the job's end without this rank's
+        # traceback): a second for it to pass the error on.
+        time.sleep(OUTPUT_GRACE_SECONDS)
         MPI.COMM_WORLD.Abort(status)
     return status
 

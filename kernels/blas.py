@@ -17,7 +17,14 @@ function is found (NumPy built with MKL or Apple's Accelerate; an OpenBLAS with 
 
 The call is CBLAS's ``?gemm``, row-major (``ROW_MAJOR``), c = 1·op(a) @ op(b) + 0·c: a matrix whose rows are not
 contiguous but whose columns are (a transposed view such as ``w.T``) is passed as the transpose of a row-major
-one, so no operand is copied. Pointers and sizes go as 64-bit integers (``ILP64``).
+one, so no operand is copied. Pointers and sizes go as 64-bit integers (``ILP64``). BLAS trusts the sizes and
+strides it is given, so ``accepts`` says which arrays ``gemm`` may be handed (no broadcast or overlapping rows,
+no odd strides), and ``gemm`` may be called only where ``AVAILABLE``: an unregistered name crashes the process.
+Several threads may call it at once (OpenBLAS's calls are thread-safe; ``tinyeffnet/runtime.py`` keeps it to one
+thread of its own, so the calls do not each start more).
+
+Numba caches the loops that call ``gemm`` (``matmul.py``) with ``gemm`` compiled into them, keyed on their own
+source file only: after editing this file, delete ``kernels/__pycache__`` so they recompile.
 """
 
 import ctypes
@@ -72,20 +79,33 @@ def _register():
 AVAILABLE = _register()
 
 
+def accepts(a):
+    """Whether ``gemm`` may take the 2-D float array ``a`` as it is: non-empty, aligned, every stride a multiple
+    of the item size, and laid out as a row-major matrix (unit steps along a row, rows at least a row apart) or
+    as the transpose of one. A broadcast or overlapping view (rows fewer than a row apart) is not."""
+    if a.ndim != 2 or a.size == 0 or not a.flags.aligned or any(s % a.itemsize for s in a.strides):
+        return False
+    (rows, columns), (row_step, column_step), item = a.shape, a.strides, a.itemsize
+    row_major = (column_step == item or columns == 1) and (rows == 1 or row_step >= columns * item)
+    transposed = (row_step == item or rows == 1) and (columns == 1 or column_step >= rows * item)
+    return row_major or transposed
+
+
 @njit(cache=True, inline="always")
 def _layout(a):
-    """(CBLAS transpose flag, leading dimension) of a 2-D array with one unit stride: row-major as it is, or
-    the transpose of a row-major array (a transposed view)."""
+    """(CBLAS transpose flag, leading dimension) of a 2-D array that ``accepts``: row-major as it is, or the
+    transpose of a row-major array (a transposed view). Along an axis of length 1 the stride is arbitrary, so the
+    leading dimension is at least the other axis's length, as BLAS requires."""
     rows, columns = a.shape
     if a.strides[1] == a.itemsize or columns == 1:
-        return NO_TRANSPOSE, max(a.strides[0] // a.itemsize, columns, 1)
-    return TRANSPOSE, max(a.strides[1] // a.itemsize, rows, 1)
+        return NO_TRANSPOSE, max(a.strides[0] // a.itemsize, columns)
+    return TRANSPOSE, max(a.strides[1] // a.itemsize, rows)
 
 
 @njit(cache=True)
 def gemm(a, b, c):
-    """c = a @ b for a (M, K), b (K, N) and c (M, N), float32 or float64 alike, each with a unit stride along
-    one axis (c along its rows: c[i, j] and c[i, j + 1] adjacent); M, N, K ≥ 1. Writes c, returns nothing."""
+    """c = a @ b for a (M, K), b (K, N) and c (M, N), float32 or float64 alike, each one that ``accepts`` (c
+    row-major: c[i, j] and c[i, j + 1] adjacent); M, N, K ≥ 1. Writes c, returns nothing. Only where AVAILABLE."""
     m, k = a.shape
     n = b.shape[1]
     transpose_a, lda = _layout(a)

@@ -48,7 +48,8 @@ from . import blas
 from .blas import gemm
 
 MIN_SPLIT_MACS = 1 << 20                    # below this a product is one BLAS call (see above) ...
-MIN_SPLIT_MACS_PYTHON_THREADS = 1 << 24     # ... or this, on Python threads (1 M: one 224×224 image 24.6 ms, 16 M: 22.4)
+MIN_SPLIT_MACS_PYTHON_THREADS = 1 << 24     # ... or this, on Python threads (B0, one 224×224 image: 24.6 ms at 1 M,
+                                            # 22.4 ms at 16 M; 2-core Intel Xeon, 2026-12-07)
 
 
 @functools.cache
@@ -93,12 +94,10 @@ def _check_shapes(a_shape, b_shape):
 
 def _compiled(*arrays):
     """Whether the blocks can be BLAS calls from a Numba loop (``blas.py``): NumPy's BLAS found, one float
-    dtype, every axis non-empty, and each operand with a unit stride along one axis (a view or its transpose;
-    the outputs, made here, are row-major)."""
+    dtype, and every operand one that ``blas.accepts`` (the outputs, made here, are row-major)."""
     dtype = arrays[0].dtype
-    return blas.AVAILABLE and dtype in (np.float32, np.float64) and all(
-        a.dtype == dtype and a.ndim == 2 and a.size > 0 and min(a.strides) >= 0 and a.itemsize in a.strides
-        for a in arrays)
+    return (blas.AVAILABLE and dtype in (np.float32, np.float64)
+            and all(a.dtype == dtype and blas.accepts(a) for a in arrays))
 
 
 @njit(parallel=True, cache=True)

@@ -77,14 +77,30 @@ def test_on_two_threads_each_backward_product_is_one_whole_call(way, monkeypatch
 
 
 def test_a_split_product_takes_the_compiled_way_where_it_can(monkeypatch):
-    """Found NumPy's BLAS, a split product's blocks run in the compiled loop; the Python threads stay unused."""
+    """Found NumPy's BLAS, a split product's blocks run in the compiled loop, one block per thread; the Python
+    threads stay unused."""
     if not blas.AVAILABLE:
         pytest.skip("NumPy's BLAS cannot be called from compiled code here (kernels/blas.py)")
+    blocks, compiled = [], mm._compiled_row_blocks
     monkeypatch.setattr(mm, "_run", lambda calls: pytest.fail("the blocks went to Python's threads"))
-    a, b, _ = operands(4099, 96, 48, np.float32, 2)
+    monkeypatch.setattr(mm, "_compiled_row_blocks",
+                        lambda a, b, out, edges: (blocks.append(len(edges) - 1), compiled(a, b, out, edges)))
+    a, b, _ = operands(8198, 96, 48, np.float32, 2)
     np.testing.assert_array_equal(mm.matmul(a, b, threads=1), a @ b)       # one block: NumPy itself
+    assert blocks == []
     np.testing.assert_allclose(mm.matmul(a, b, threads=2), a @ b, **SPLIT[np.float32])
-    np.testing.assert_allclose(mm.matmul(a[::2], b, threads=2), a[::2] @ b, **SPLIT[np.float32])   # rows strided
+    np.testing.assert_allclose(mm.matmul(a[::2], b, threads=3), a[::2] @ b, **SPLIT[np.float32])   # rows strided
+    assert blocks == [2, 3]
+
+
+def test_an_operand_blas_cannot_read_as_it_is_takes_python_threads(monkeypatch):
+    """A broadcast operand (every row the same memory) is not handed to the compiled BLAS call, which would read
+    rows that are not there, but split on the Python threads, whose NumPy calls read it correctly."""
+    monkeypatch.setattr(mm, "MIN_SPLIT_MACS_PYTHON_THREADS", 0)
+    monkeypatch.setattr(mm, "_compiled_row_blocks", lambda *arguments: pytest.fail("compiled way taken"))
+    rng = np.random.default_rng(3)
+    a, b = np.broadcast_to(rng.standard_normal(64).astype(np.float32), (4096, 64)), operands(1, 64, 8, np.float32, 4)[1]
+    np.testing.assert_allclose(mm.matmul(a, b, threads=2), np.ascontiguousarray(a) @ b, **SPLIT[np.float32])
 
 
 def test_blocks_cover_the_axis_once():

@@ -82,7 +82,8 @@ def _matrix_products():
     """A product as large as MIN_SPLIT_MACS and its backward, in two blocks (as on any machine of two cores or
     more): the loops that call NumPy's BLAS from Numba's threads (``kernels/blas.py``)."""
     k = n = 64
-    a, w, dy = _array(matmul.MIN_SPLIT_MACS // (k * n), k), _array(k, n), _array(matmul.MIN_SPLIT_MACS // (k * n), n)
+    m = max(2, matmul.MIN_SPLIT_MACS // (k * n))            # two rows at least, one per block
+    a, w, dy = _array(m, k), _array(k, n), _array(m, n)
     matmul.matmul(a, w, threads=2)
     matmul.matmul_backward(a, w, dy, threads=2)
 

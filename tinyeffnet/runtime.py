@@ -15,8 +15,9 @@ Each is a default: a setting the user made (the environment variable named) is l
   spinning threads take the time the working ones need: measured on 2 cores with other programs running,
   10 s per B0 training step with the default against 0.45 s with a spin count of 1000. Too short a spin costs
   too: a sleeping thread takes 25–70 µs to wake, at every loop that follows a moment of Python. 10,000 keeps
-  the threads awake across those gaps but not across a matrix product (``kernels/matmul.py``'s threads would
-  then share their cores with a spinning one). Measured on the 2-core Intel Xeon, 2026-12-07, B0 at 32×32,
+  the threads awake across those gaps but not across a matrix product (where ``kernels/matmul.py`` hands its
+  blocks to Python threads, they would share their cores with a spinning one; its compiled blocks run on these
+  same threads). The table, not that argument, chose it. Measured on the 2-core Intel Xeon, 2026-12-07, B0 at 32×32,
   batch 128 (``python -m tinyeffnet.bench --concurrent 2 --steps 40``: one training alone / two at once, each):
 
       spin count    1,000       3,000       10,000      100,000

@@ -55,6 +55,24 @@ def test_the_accuracy_legend_is_clear_of_the_curves(tmp_path, monkeypatch):
     assert legend.y1 < axes_box.y0                  # entirely below the plotting area
 
 
+def test_runs_of_two_machines_are_drawn_in_panels_side_by_side(tmp_path, monkeypatch):
+    """{panel: {label: rows}} draws one panel per machine, each run in its own panel with the legend below it."""
+    from tinyeffnet import plots
+    saved = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: saved.append(fig))
+    rows = [dict(epoch=e, seconds=60.0, eval_seconds=6.0, test_acc=0.1 * e) for e in (1, 2, 3)]
+    drawn = plots.plot_accuracy_vs_time({"machine A": {"a": rows, "b": rows[:2]}, "machine B": {"c": rows[:1]}},
+                                        tmp_path / "x.png")
+    np.testing.assert_allclose(drawn["c"], [1.1])
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    fig = saved[0]
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    assert [ax.get_title() for ax in fig.axes] == ["machine A", "machine B"]
+    assert [[t.get_text() for t in ax.get_legend().get_texts()] for ax in fig.axes] == [["a", "b"], ["c"]]
+    for ax in fig.axes:
+        assert ax.get_legend().get_window_extent(renderer).y1 < ax.get_window_extent(renderer).y0
+
+
 def test_augmented_samples_show_each_image_then_randaugment_at_each_magnitude(tmp_path):
     images = np.random.default_rng(1).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
     path = tmp_path / "augmented.png"

@@ -15,12 +15,12 @@ from tinyeffnet.augment import NUM_OPS, rand_augment
 from tinyeffnet.files import atomic_write
 
 
-def new_figure(rows=1, columns=1, **figure_options):
+def new_figure(rows=1, columns=1, sharey=False, **figure_options):
     """A matplotlib Figure and its (rows × columns) axes array, without pyplot."""
     from matplotlib.figure import Figure
 
     fig = Figure(**figure_options)
-    return fig, fig.subplots(rows, columns, squeeze=False)
+    return fig, fig.subplots(rows, columns, squeeze=False, sharey=sharey)
 
 
 def save_figure(fig, path):
@@ -86,25 +86,31 @@ def plot_misclassified(images, labels, predictions, classes, path, count=24, col
 
 
 def plot_accuracy_vs_time(runs, path, title="test accuracy against training time", against="minutes"):
-    """runs: {label: the per-epoch rows of a run's ``metrics.jsonl``}. One line per run: test accuracy after
-    each epoch against the cumulative wall time of its training steps and evaluations, in minutes, or with
-    ``against="epoch"`` against the epoch (rows then need only ``epoch`` and ``test_acc``: runs from different
-    machines compare). Returns {label: the x values drawn}."""
-    fig, axes = new_figure(figsize=(6.5, 4))
-    ax = axes[0, 0]
+    """runs: {label: the per-epoch rows of a run's ``metrics.jsonl``}, or {panel title: {label: rows}} for panels
+    side by side (runs from different machines: minutes compare only within a panel). One line per run: test
+    accuracy after each epoch against the cumulative wall time of its training steps and evaluations, in minutes,
+    or with ``against="epoch"`` against the epoch (rows then need only ``epoch`` and ``test_acc``: runs from
+    different machines compare). Returns {label: the x values drawn}."""
+    panels = runs if all(isinstance(v, dict) for v in runs.values()) else {"": runs}
+    fig, axes = new_figure(1, len(panels), figsize=(6.5 * len(panels), 4), sharey=True)
     drawn = {}
-    for label, history in runs.items():
-        if against == "epoch":
-            x = np.array([row["epoch"] for row in history])
-        else:
-            x = np.cumsum([row["seconds"] + row.get("eval_seconds", 0.0) for row in history]) / 60
-        ax.plot(x, [100 * row["test_acc"] for row in history], "o-", markersize=3, label=label)
-        drawn[label] = x
-    xlabel = "epoch" if against == "epoch" else "minutes (training steps + evaluation)"
-    ax.set(xlabel=xlabel, ylabel="test accuracy (%)", title=title)
-    ax.grid(alpha=0.3)
-    # below the axes, where no curve can run under it (runs of different lengths end anywhere in the plot)
-    ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.16), frameon=False, fontsize=8)
+    for ax, (panel, panel_runs) in zip(axes[0], panels.items()):
+        for label, history in panel_runs.items():
+            if against == "epoch":
+                x = np.array([row["epoch"] for row in history])
+            else:
+                x = np.cumsum([row["seconds"] + row.get("eval_seconds", 0.0) for row in history]) / 60
+            ax.plot(x, [100 * row["test_acc"] for row in history], "o-", markersize=3, label=label)
+            drawn[label] = x
+        xlabel = "epoch" if against == "epoch" else "minutes (training steps + evaluation)"
+        ax.set(xlabel=xlabel, title=panel or title)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelleft=True)
+        # below the axes, where no curve can run under it (runs of different lengths end anywhere in the plot)
+        ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.16), frameon=False, fontsize=8)
+    axes[0, 0].set(ylabel="test accuracy (%)")
+    if len(panels) > 1:
+        fig.suptitle(title)
     save_figure(fig, path)
     return drawn
 

@@ -92,3 +92,18 @@ def test_throughput_vs_resolution_writes_a_png_with_and_without_pytorch(tmp_path
         plot_throughput_vs_resolution(rows, tmp_path / name)
         with Image.open(tmp_path / name) as png:
             assert png.format == "PNG" and png.width > 300
+
+
+def test_the_readme_figure_is_drawn_from_the_committed_metrics(tmp_path):
+    """``tools/plot_cifar10.py`` redraws docs/cifar10_accuracy_vs_time.png: every run it names is in docs/metrics,
+    and each panel holds the runs of one machine."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    tool = Path(__file__).resolve().parents[1] / "tools" / "plot_cifar10.py"
+    out = tmp_path / "figure.png"
+    result = subprocess.run([sys.executable, str(tool), "--out", str(out)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as png:
+        assert png.format == "PNG" and png.width > png.height     # two panels side by side

@@ -8,6 +8,7 @@ about 33 MiB less (measured with ``resource.getrusage``).
 """
 
 import io
+import itertools
 
 import numpy as np
 
@@ -94,13 +95,15 @@ def plot_accuracy_vs_time(runs, path, title="test accuracy against training time
     panels = runs if all(isinstance(v, dict) for v in runs.values()) else {"": runs}
     fig, axes = new_figure(1, len(panels), figsize=(6.5 * len(panels), 4), sharey=True)
     drawn = {}
+    colours = (f"C{i}" for i in itertools.count())      # one colour per run, across the panels too
     for ax, (panel, panel_runs) in zip(axes[0], panels.items()):
         for label, history in panel_runs.items():
             if against == "epoch":
                 x = np.array([row["epoch"] for row in history])
             else:
                 x = np.cumsum([row["seconds"] + row.get("eval_seconds", 0.0) for row in history]) / 60
-            ax.plot(x, [100 * row["test_acc"] for row in history], "o-", markersize=3, label=label)
+            ax.plot(x, [100 * row["test_acc"] for row in history], "o-", markersize=3, label=label,
+                    color=next(colours))
             drawn[label] = x
         xlabel = "epoch" if against == "epoch" else "minutes (training steps + evaluation)"
         ax.set(xlabel=xlabel, title=panel or title)

@@ -22,7 +22,8 @@ RUNS = {
         ("tinyeffnet, default of 2026-12-02 (paper's stem, stride 2), 60 epochs", "cifar10_default_2026-12-02.jsonl"),
     ],
     "2-core AMD EPYC, 2 threads each": [
-        ("tinyeffnet, default (AdamW + average, stem stride 1), 24 epochs, code of e50119d (epochs 2-14: tests beside it)",
+        ("tinyeffnet, default (AdamW + average, stem stride 1), 24 epochs, code of e50119d "
+         "(epochs 2-14: tests beside it)",
          "cifar10_default_amd_2026-12-07.jsonl"),
         ("tinyeffnet, faithful SGD baseline (SGD, paper's init and stem), 60 epochs",
          "cifar10_sgd_baseline_2026-12-07.jsonl"),
